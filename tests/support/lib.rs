@@ -1,5 +1,5 @@
 //! Helpers for the cross-cutting suite in `tests/`: where the lesson
-//! binaries are, and which lessons exist.
+//! binaries are, which lessons exist, and what their `--help` declares.
 //!
 //! A package's tests get `CARGO_BIN_EXE_<name>` only for the package's own
 //! binaries, so this suite finds the lessons' binaries itself: `cargo test
@@ -8,9 +8,18 @@
 
 use std::path::PathBuf;
 
-/// The lessons, in learning order, as (crate, seed number). Later lessons
-/// are added here as they land.
-pub const LESSONS: &[(&str, &str)] = &[("zombie", "13")];
+/// Every lesson, in learning order, with the seed's number ("-" for the
+/// lessons the seed does not have). `every_crate_is_listed` keeps this in
+/// step with `crates/`.
+pub const LESSONS: &[(&str, &str)] = &[("zombie", "14")];
+
+/// The extra arguments a lesson runs with in the suite.
+pub fn quick_args(name: &str) -> &'static [&'static str] {
+    match name {
+        "performance" => &["--quick"],
+        _ => &[],
+    }
+}
 
 /// The directory holding the lesson binaries: the parent of `deps/`, where
 /// this test executable lives.
@@ -34,4 +43,66 @@ pub fn lesson_bin(name: &str) -> String {
 /// The repository's top folder.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A numeric option as `--help` shows it: `--workers N  ... (1-64, default 3)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NumericOption {
+    pub name: String,
+    pub min: f64,
+    pub max: f64,
+    pub whole: bool,
+}
+
+/// The numeric options a lesson's `--help` text declares, with their ranges.
+pub fn numeric_options(help: &str) -> Vec<NumericOption> {
+    let mut found = Vec::new();
+    for line in help.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (Some(name), Some(value)) = (words.first(), words.get(1)) else {
+            continue;
+        };
+        if !name.starts_with("--") || !matches!(*value, "N" | "X") {
+            continue;
+        }
+        let Some(range) = line.rsplit_once('(').and_then(|(_, r)| r.split(',').next()) else {
+            continue;
+        };
+        let Some((lo, hi)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(min), Ok(max)) = (lo.trim().parse(), hi.trim().parse()) else {
+            continue;
+        };
+        found.push(NumericOption {
+            name: name.to_string(),
+            min,
+            max,
+            whole: *value == "N",
+        });
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_ranges_from_help() {
+        let help = "Options:\n  --workers N        children (1-64, default 3)\n  --pace X           scale (0-100, default 1); env LESSON_PACE\n  --quick            fast\n";
+        let opts = numeric_options(help);
+        assert_eq!(opts.len(), 2);
+        assert_eq!(
+            opts[0],
+            NumericOption {
+                name: "--workers".into(),
+                min: 1.0,
+                max: 64.0,
+                whole: true
+            }
+        );
+        assert_eq!(opts[1].name, "--pace");
+        assert!(!opts[1].whole);
+    }
 }

@@ -31,7 +31,7 @@
 //! so a parent that ignores SIGCHLD can no longer learn its children's exit
 //! codes. The handler keeps them.
 //!
-//! Seed example: 13, zombie process (C++ `fork` + `sleep` in the parent,
+//! Seed example: 14, zombie process (C++ `fork` + `sleep` in the parent,
 //! Python `multiprocessing`).
 //!
 //! Run with:

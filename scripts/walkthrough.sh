@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Description: Run every lesson present, in learning order, each under a
+#              heading with a line on what to watch. Stops at the first
+#              lesson that fails (a lesson fails when the system disagrees
+#              with what it teaches).
+# Usage: scripts/walkthrough.sh [PACE]
+#   PACE scales the pauses meant for a human watching (default:
+#   $LESSON_PACE or 1; 0 runs everything at full speed).
+set -euo pipefail
+
+pace=${1:-${LESSON_PACE:-1}}
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+# crate|extra arguments|what to watch
+lessons=(
+    "basic_process||the child's PID and PPID, and a variable the child changed that the parent still sees unchanged"
+    "multiple_processes||children reaped in the order they finish; a child seen running, sleeping, stopped and a zombie; the overrunning child killed by SIGKILL"
+    "zombie||the child in state Z while the parent does not reap it, then exit code 42; no zombie with a SIGCHLD handler or SIG_IGN"
+    "orphan||the child's parent PID changing when its parent exits, and who adopted it"
+    "pipe_communication||no end-of-file while a write end stays open; framed messages; EPIPE; sent and received checksums equal"
+    "queue_communication||producers waiting on a full queue; every item consumed exactly once, in order per producer"
+    "shared_value||the value back at its start after locked increments and decrements; a named segment found by an unrelated process"
+    "shared_array||updates lost without a lock; no torn array seen by the reader with one"
+    "manager||a server process owning a list that five clients append to through a socket"
+    "process_lock||an exact count; torn lines without the lock, none with it; a lock whose holder was killed, recovered"
+    "process_semaphore||never more than 3 holders at once, and 3 reached"
+    "process_barrier||no worker in phase k+1 before all finished phase k; one last arriver per phase; a broken barrier reported"
+    "deadlock||two children stuck on each other's lock (state S), detected by timeout; both fixes completing"
+    "process_pool||the same worker PIDs serving many tasks; a crashed task reported and replaced; the cost per task next to fork-per-task"
+    "performance|--quick|what creating processes and moving bytes cost on this machine"
+)
+
+present=()
+for entry in "${lessons[@]}"; do
+    name=${entry%%|*}
+    [[ -d crates/$name ]] && present+=("$entry")
+done
+
+# LESSON_BIN_DIR: use binaries built elsewhere (the tests do) instead of building.
+if [[ -n ${LESSON_BIN_DIR:-} ]]; then
+    bin_dir=$LESSON_BIN_DIR
+else
+    echo "Building ${#present[@]} lessons..."
+    cargo build -q --workspace --bins
+    bin_dir=${CARGO_TARGET_DIR:-$root/target}/debug
+fi
+
+n=0
+for entry in "${present[@]}"; do
+    name=${entry%%|*}
+    rest=${entry#*|}
+    extra=${rest%%|*}
+    watch=${rest#*|}
+    n=$((n + 1))
+    printf '\n==== %d/%d  %s ====\n' "$n" "${#present[@]}" "$name"
+    printf 'Watch for: %s\n' "$watch"
+    printf 'Read it:   crates/%s/src/main.rs\n\n' "$name"
+    # shellcheck disable=SC2086 # $extra is a list of words on purpose
+    if ! "$bin_dir/$name" --pace "$pace" $extra; then
+        echo "walkthrough: lesson $name failed" >&2
+        exit 1
+    fi
+done
+printf '\nwalkthrough: all %d lessons ran and passed their own checks\n' "${#present[@]}"

@@ -1,0 +1,369 @@
+//! Hygiene under faults, for every lesson, looking from outside: Ctrl-C
+//! (SIGINT) and SIGTERM to the whole process group, early and in the
+//! middle of a run; SIGKILL to the main process alone; two copies at once;
+//! every named object created exclusively and privately; each crate copied
+//! out on its own.
+//!
+//! Each lesson runs in a session of its own (`setsid`), so every process it
+//! started, even one adopted by init after its parent died, can be found by
+//! session ID afterwards.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::procfs;
+use common::testing::{assert_nothing_left, leftovers, run, run_command};
+use course_tests::{lesson_bin, quick_args, repo_root, LESSONS};
+
+/// How long everything gets to end after a signal.
+const WITHIN: Duration = Duration::from_secs(5);
+
+macro_rules! per_lesson {
+    ($check:ident: $($lesson:ident),* $(,)?) => {
+        mod $check {
+            $( #[test] fn $lesson() { super::$check(stringify!($lesson)) } )*
+        }
+    };
+}
+
+struct Running {
+    child: Child,
+    pid: i32,
+    lines: Receiver<String>,
+}
+
+/// Start a lesson at `pace` in a new session, its stdout read line by line.
+fn start(name: &str, pace: &str) -> Running {
+    let mut cmd = Command::new(lesson_bin(name));
+    cmd.args(quick_args(name))
+        .env("LESSON_PACE", pace)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    // SAFETY: setsid is async-signal-safe, as the child of a multithreaded
+    // process (the test harness) requires between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("start the lesson");
+    let pid = child.id() as i32;
+    let out = child.stdout.take().expect("piped");
+    let (tx, lines) = channel();
+    thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Running { child, pid, lines }
+}
+
+impl Running {
+    /// Wait until the lesson has printed `n` lines (it is then busy with its
+    /// demonstration); false if it ended first.
+    fn after_lines(&self, n: usize) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for _ in 0..n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.lines.recv_timeout(left).is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn wait_within(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("waitpid") {
+                return s;
+            }
+            if Instant::now() > deadline {
+                self.kill_session();
+                let _ = self.child.wait();
+                panic!(
+                    "lesson {} still running {limit:?} after the signal",
+                    self.pid
+                );
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn session(&self) -> Vec<procfs::Stat> {
+        procfs::processes(|s| s.session == self.pid).expect("read /proc")
+    }
+
+    /// Kill whatever is left of the session, so a failing test cleans up.
+    fn kill_session(&self) {
+        for s in self.session() {
+            // SAFETY: a plain system call on a process this test started.
+            unsafe { libc::kill(s.pid, libc::SIGKILL) };
+        }
+    }
+
+    /// Panic unless, within `limit`, no process of the session remains and
+    /// no named object of the run is left.
+    fn assert_all_gone(&self, name: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let procs = self.session();
+            if procs.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                self.kill_session();
+                panic!("{name}: processes left {limit:?} after the signal: {procs:?}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        assert_nothing_left(name, self.pid);
+    }
+}
+
+/// How many lines a run at full speed prints: "the middle" is half of it.
+fn lines_of_a_run(name: &str) -> usize {
+    let o = run(lesson_bin(name), quick_args(name));
+    o.assert_success();
+    o.stdout.lines().count()
+}
+
+fn interrupted_by(name: &str, signal: i32, after: usize) {
+    let mut r = start(name, "1");
+    if !r.after_lines(after) {
+        let s = r.wait_within(WITHIN);
+        panic!("{name} ended ({s:?}) before printing {after} lines");
+    }
+    // SAFETY: a plain system call; -pid is the lesson's own process group.
+    unsafe { libc::kill(-r.pid, signal) };
+    let status = r.wait_within(WITHIN);
+    let interrupted = status.code() == Some(128 + signal) || status.signal() == Some(signal);
+    assert!(
+        interrupted,
+        "{name}: exit status {status:?} does not say it was interrupted by signal {signal}"
+    );
+    r.assert_all_gone(name, WITHIN);
+}
+
+fn sigint_early(name: &str) {
+    interrupted_by(name, libc::SIGINT, 1);
+}
+
+fn sigint_middle(name: &str) {
+    interrupted_by(name, libc::SIGINT, (lines_of_a_run(name) / 2).max(1));
+}
+
+fn sigterm_middle(name: &str) {
+    interrupted_by(name, libc::SIGTERM, (lines_of_a_run(name) / 2).max(1));
+}
+
+fn parent_killed(name: &str) {
+    let mut r = start(name, "1");
+    let middle = (lines_of_a_run(name) / 2).max(1);
+    assert!(r.after_lines(middle), "{name} ended before its middle");
+    // SAFETY: a plain system call on the process this test started.
+    unsafe { libc::kill(r.pid, libc::SIGKILL) };
+    let status = r.wait_within(WITHIN);
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    // The orphan lesson's orphan outlives its parent by design, for a
+    // bounded time.
+    let limit = if name == "orphan" {
+        Duration::from_secs(30)
+    } else {
+        WITHIN
+    };
+    r.assert_all_gone(name, limit);
+}
+
+fn twins(name: &str) {
+    let bin = lesson_bin(name);
+    let args = quick_args(name);
+    let (a, b) = thread::scope(|s| {
+        let a = s.spawn(|| run(&bin, args));
+        let b = s.spawn(|| run(&bin, args));
+        (a.join().expect("first"), b.join().expect("second"))
+    });
+    a.assert_success();
+    b.assert_success();
+    assert_nothing_left(name, a.pid);
+    assert_nothing_left(name, b.pid);
+}
+
+fn have_strace() -> bool {
+    let ok = Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "strace is required under CI"
+        );
+        eprintln!("SKIPPED: strace is not installed");
+    }
+    ok
+}
+
+/// The quoted path in a traced call, such as `openat(AT_FDCWD, "/dev/shm/x", ...)`.
+fn quoted(line: &str) -> Option<&str> {
+    let start = line.find('"')? + 1;
+    let len = line[start..].find('"')?;
+    Some(&line[start..start + len])
+}
+
+/// Check every object-creating call in an strace log; returns what is wrong.
+fn private_object_faults(trace: &str, tmp: &str) -> Vec<String> {
+    let mut faults = Vec::new();
+    let mut private_dirs = Vec::new();
+    for line in trace.lines() {
+        let creates = line.contains("O_CREAT");
+        if line.contains("mkdir") && line.contains(tmp) && !line.contains("= -1") {
+            if line.contains(", 0700)") {
+                private_dirs.push(quoted(line).unwrap_or_default().to_string());
+            } else {
+                faults.push(format!("directory not 0700: {line}"));
+            }
+        } else if (line.contains("openat(") && line.contains("\"/dev/shm/") && creates)
+            || (line.contains("mq_open(") && creates)
+        {
+            if !line.contains("O_EXCL") || !line.contains(", 0600") {
+                faults.push(format!("not O_EXCL with mode 0600: {line}"));
+            }
+        } else if line.contains("bind(") && line.contains("sun_path=")
+            || line.contains("mknodat(") && line.contains("S_IFIFO")
+        {
+            let path = line
+                .split("sun_path=")
+                .nth(1)
+                .and_then(quoted)
+                .or_else(|| quoted(line))
+                .unwrap_or_default();
+            let dir = Path::new(path)
+                .parent()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if !private_dirs.contains(&dir) {
+                faults.push(format!(
+                    "socket or FIFO outside a fresh 0700 directory: {line}"
+                ));
+            }
+            if line.contains("mknodat(") && !line.contains("0600") {
+                faults.push(format!("FIFO not 0600: {line}"));
+            }
+        }
+    }
+    faults
+}
+
+fn private_objects(name: &str) {
+    if !have_strace() {
+        return;
+    }
+    let log = std::env::temp_dir().join(format!("hygiene-strace-{name}-{}", std::process::id()));
+    let mut cmd = Command::new("strace");
+    cmd.args([
+        "-f",
+        "-qq",
+        "-s",
+        "256",
+        "-e",
+        "trace=openat,mq_open,bind,mkdir,mkdirat,mknodat",
+        "-o",
+    ])
+    .arg(&log)
+    .arg(lesson_bin(name))
+    .args(quick_args(name))
+    .env("LESSON_PACE", "0");
+    let o = run_command(cmd);
+    let trace = std::fs::read_to_string(&log).expect("strace log");
+    let _ = std::fs::remove_file(&log);
+    // Under ptrace some /proc states differ (a stopped tracee shows `t`),
+    // so only the calls are judged here, not the lesson's own verdict.
+    assert!(o.status.code().is_some(), "{name} under strace: {o:?}");
+    let tmp = std::env::temp_dir().to_string_lossy().into_owned();
+    let faults = private_object_faults(&trace, &tmp);
+    assert!(faults.is_empty(), "{name}:\n{}", faults.join("\n"));
+    assert!(
+        leftovers(name, o.pid)
+            .iter()
+            .all(|l| l.starts_with("process")),
+        "{name} left objects"
+    );
+}
+
+per_lesson!(sigint_early: zombie);
+per_lesson!(sigint_middle: zombie);
+per_lesson!(sigterm_middle: zombie);
+per_lesson!(parent_killed: zombie);
+per_lesson!(twins: zombie);
+per_lesson!(private_objects: zombie);
+
+#[test]
+fn the_private_object_check_can_fail() {
+    let bad = "12 openat(AT_FDCWD, \"/dev/shm/x\", O_RDWR|O_CREAT, 0666) = 3\n\
+               12 mq_open(\"q\", O_RDWR|O_CREAT|O_EXCL, 0644, NULL) = 3\n\
+               12 bind(3, {sa_family=AF_UNIX, sun_path=\"/tmp/sock\"}, 110) = 0\n\
+               12 mkdir(\"/tmp/d\", 0755) = 0\n";
+    assert_eq!(private_object_faults(bad, "/tmp").len(), 4);
+    let good = "12 mkdir(\"/tmp/m-1-ab\", 0700) = 0\n\
+                12 bind(3, {sa_family=AF_UNIX, sun_path=\"/tmp/m-1-ab/sock\"}, 110) = 0\n\
+                12 openat(AT_FDCWD, \"/dev/shm/x\", O_RDWR|O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC, 0600) = 3\n\
+                12 mq_open(\"q\", O_RDWR|O_CREAT|O_EXCL, 0600, {mq_flags=0}) = 3\n";
+    assert_eq!(private_object_faults(good, "/tmp"), Vec::<String>::new());
+}
+
+/// Each lesson crate, copied with `common` beside it as the README says,
+/// builds on its own and runs. One target directory serves all copies, so
+/// the dependencies are compiled once.
+#[test]
+fn every_lesson_copies_out() {
+    let base = std::env::temp_dir().join(format!("copyout-{}", std::process::id()));
+    let target = base.join("target");
+    for (name, _) in LESSONS {
+        let course = base.join(name);
+        let krate = course.join("crates").join(name);
+        std::fs::create_dir_all(course.join("crates")).expect("mkdir");
+        let cp = |from: &Path, to: &Path| {
+            let ok = Command::new("cp")
+                .arg("-r")
+                .arg(from)
+                .arg(to)
+                .status()
+                .expect("cp")
+                .success();
+            assert!(ok, "cp {from:?} {to:?}");
+        };
+        cp(&repo_root().join("crates").join(name), &krate);
+        cp(&repo_root().join("common"), &course.join("common"));
+        let _ = std::fs::remove_dir_all(krate.join("target"));
+        cp(&repo_root().join("Cargo.lock"), &krate.join("Cargo.lock"));
+        let build = Command::new("cargo")
+            .args(["build", "--offline", "-q"])
+            .current_dir(&krate)
+            .env("CARGO_TARGET_DIR", &target)
+            .env_remove("RUSTFLAGS")
+            .output()
+            .expect("cargo");
+        assert!(
+            build.status.success(),
+            "{name} copied out does not build:\n{}",
+            String::from_utf8_lossy(&build.stderr)
+        );
+        let o = run(target.join("debug").join(name), quick_args(name));
+        o.assert_success();
+        assert_nothing_left(name, o.pid);
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}

@@ -1,0 +1,152 @@
+//! Every lesson, run from outside: it passes its own checks at full speed,
+//! names the process on every line, leaves nothing behind, answers `--help`,
+//! and refuses every bad option value with exit 2 and one line.
+
+use common::testing::{assert_nothing_left, run, speaker};
+use course_tests::{lesson_bin, numeric_options, quick_args, repo_root, LESSONS};
+
+/// Generate one test per lesson for each check below.
+macro_rules! per_lesson {
+    ($check:ident: $($lesson:ident),* $(,)?) => {
+        mod $check {
+            $( #[test] fn $lesson() { super::$check(stringify!($lesson)) } )*
+        }
+    };
+}
+
+fn runs_and_proves_its_claims(name: &str) {
+    let o = run(lesson_bin(name), quick_args(name));
+    o.assert_success();
+    assert!(
+        o.stdout
+            .lines()
+            .last()
+            .is_some_and(|l| l.ends_with("all checks passed")),
+        "{name} should end with its verdict:\n{}",
+        o.stdout
+    );
+    for line in o.stdout.lines().chain(o.stderr.lines()) {
+        let Some((role, pid)) = speaker(line) else {
+            panic!("{name}: a line that does not name its process: {line:?}");
+        };
+        assert!(!role.is_empty() && pid > 0, "{name}: {line:?}");
+    }
+    assert_nothing_left(name, o.pid);
+}
+
+fn help_and_every_bad_value(name: &str) {
+    let bin = lesson_bin(name);
+    let help = run(&bin, &["--help"]);
+    assert_eq!(help.code(), Some(0), "{name} --help: {help:?}");
+    let options = numeric_options(&help.stdout);
+    assert!(
+        options.iter().any(|o| o.name == "--pace"),
+        "{name} --help shows --pace"
+    );
+    for opt in &options {
+        let beyond = if opt.whole {
+            format!("{}", opt.max as u64 + 1)
+        } else {
+            format!("{}", opt.max * 10.0 + 1.0)
+        };
+        let mut bad = vec!["abc".to_string(), "-5".to_string(), beyond, String::new()];
+        if opt.min > 0.0 {
+            bad.push("0".to_string());
+        }
+        if opt.whole {
+            bad.push("1.5".to_string());
+        }
+        for value in bad {
+            let o = run(&bin, &[&opt.name, &value]);
+            assert_eq!(o.code(), Some(2), "{name} {} {value:?}: {o:?}", opt.name);
+            let lines: Vec<&str> = o.stderr.lines().collect();
+            assert_eq!(
+                lines.len(),
+                1,
+                "{name} {} {value:?}: one line: {:?}",
+                opt.name,
+                o.stderr
+            );
+            assert!(
+                lines[0].contains(&opt.name),
+                "{name}: the line names {}: {}",
+                opt.name,
+                lines[0]
+            );
+            assert!(!o.stderr.contains("panicked"), "{name}: {}", o.stderr);
+            assert!(
+                o.stdout.is_empty(),
+                "{name} {} {value:?}: nothing started: {}",
+                opt.name,
+                o.stdout
+            );
+            assert_nothing_left(name, o.pid);
+        }
+    }
+    let o = run(&bin, &["--no-such-option"]);
+    assert_eq!(o.code(), Some(2));
+    assert_eq!(o.stderr.lines().count(), 1);
+    let env = std::process::Command::new(&bin)
+        .env("LESSON_PACE", "soon")
+        .output()
+        .expect("run");
+    assert_eq!(
+        env.status.code(),
+        Some(2),
+        "{name}: a bad LESSON_PACE is refused"
+    );
+    assert!(String::from_utf8_lossy(&env.stderr).contains("LESSON_PACE"));
+}
+
+per_lesson!(runs_and_proves_its_claims: zombie);
+per_lesson!(help_and_every_bad_value: zombie);
+
+#[test]
+fn every_crate_is_listed() {
+    let mut crates: Vec<String> = std::fs::read_dir(repo_root().join("crates"))
+        .expect("crates/")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    crates.sort();
+    let mut listed: Vec<String> = LESSONS.iter().map(|(n, _)| n.to_string()).collect();
+    listed.sort();
+    assert_eq!(
+        crates, listed,
+        "tests/support/lib.rs LESSONS must list every crate in crates/"
+    );
+}
+
+#[test]
+fn every_lesson_is_in_the_readme_and_the_walkthrough() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
+    let walk =
+        std::fs::read_to_string(repo_root().join("scripts/walkthrough.sh")).expect("walkthrough");
+    for (name, _) in LESSONS {
+        assert!(
+            readme.contains(&format!("cargo run -p {name}")),
+            "README has no row for {name}"
+        );
+        assert!(
+            walk.contains(&format!("\"{name}|")),
+            "walkthrough.sh does not run {name}"
+        );
+    }
+}
+
+#[test]
+fn lesson_manifests_copy_out() {
+    for (name, _) in LESSONS {
+        let manifest =
+            std::fs::read_to_string(repo_root().join(format!("crates/{name}/Cargo.toml")))
+                .expect("manifest");
+        assert!(
+            !manifest.contains("workspace = true"),
+            "{name} inherits from the workspace"
+        );
+        assert!(
+            manifest.contains("common = { path = \"../../common\" }"),
+            "{name} finds common beside it"
+        );
+        assert!(manifest.contains("publish = false"), "{name}");
+    }
+}
