@@ -303,12 +303,12 @@ fn private_objects(name: &str) {
     );
 }
 
-per_lesson!(sigint_early: zombie);
-per_lesson!(sigint_middle: zombie);
-per_lesson!(sigterm_middle: zombie);
-per_lesson!(parent_killed: zombie);
-per_lesson!(twins: zombie);
-per_lesson!(private_objects: zombie);
+per_lesson!(sigint_early: zombie, queue_communication, performance);
+per_lesson!(sigint_middle: zombie, queue_communication, performance);
+per_lesson!(sigterm_middle: zombie, queue_communication, performance);
+per_lesson!(parent_killed: zombie, queue_communication, performance);
+per_lesson!(twins: zombie, queue_communication, performance);
+per_lesson!(private_objects: zombie, queue_communication, performance);
 
 #[test]
 fn the_private_object_check_can_fail() {
