@@ -1,6 +1,6 @@
 //! Hygiene under faults, for every lesson, looking from outside: Ctrl-C
 //! (SIGINT) and SIGTERM to the whole process group, early and in the
-//! middle of a run; SIGKILL to the main process alone; two copies at once;
+//! middle of a run (during its longest pause); SIGKILL to the main process alone; two copies at once;
 //! every named object created exclusively and privately; each crate copied
 //! out on its own.
 //!
@@ -13,6 +13,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{channel, Receiver};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -132,11 +133,41 @@ impl Running {
     }
 }
 
-/// How many lines a run at full speed prints: "the middle" is half of it.
-fn lines_of_a_run(name: &str) -> usize {
-    let o = run(lesson_bin(name), quick_args(name));
-    o.assert_success();
-    o.stdout.lines().count()
+/// Where a lesson pauses longest: the number of lines it prints before its
+/// longest quiet stretch, measured on a run at pace 0.1 (the pauses scale
+/// with the pace, so the longest one at pace 1 comes after the same line).
+/// Signalling right after that line lands in the middle of the lesson's
+/// work, not after its end. Cached per lesson.
+fn pause_point(name: &str) -> usize {
+    static CACHE: Mutex<Vec<(String, usize)>> = Mutex::new(Vec::new());
+    if let Some((_, n)) = CACHE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|(n, _)| n == name)
+    {
+        return *n;
+    }
+    let mut r = start(name, "0.1");
+    let mut times = Vec::new();
+    while let Ok(_line) = r.lines.recv_timeout(Duration::from_secs(120)) {
+        times.push(Instant::now());
+    }
+    let end = Instant::now();
+    let status = r.wait_within(WITHIN);
+    assert!(status.success(), "{name} at pace 0.1: {status:?}");
+    r.assert_all_gone(name, WITHIN);
+    let gaps = (0..times.len()).map(|i| times.get(i + 1).unwrap_or(&end).duration_since(times[i]));
+    let (longest, _) = gaps
+        .enumerate()
+        .max_by_key(|(_, g)| *g)
+        .expect("the lesson printed something");
+    let n = longest + 1;
+    CACHE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((name.to_string(), n));
+    n
 }
 
 fn interrupted_by(name: &str, signal: i32, after: usize) {
@@ -161,16 +192,16 @@ fn sigint_early(name: &str) {
 }
 
 fn sigint_middle(name: &str) {
-    interrupted_by(name, libc::SIGINT, (lines_of_a_run(name) / 2).max(1));
+    interrupted_by(name, libc::SIGINT, pause_point(name));
 }
 
 fn sigterm_middle(name: &str) {
-    interrupted_by(name, libc::SIGTERM, (lines_of_a_run(name) / 2).max(1));
+    interrupted_by(name, libc::SIGTERM, pause_point(name));
 }
 
 fn parent_killed(name: &str) {
+    let middle = pause_point(name);
     let mut r = start(name, "1");
-    let middle = (lines_of_a_run(name) / 2).max(1);
     assert!(r.after_lines(middle), "{name} ended before its middle");
     // SAFETY: a plain system call on the process this test started.
     unsafe { libc::kill(r.pid, libc::SIGKILL) };
@@ -303,12 +334,12 @@ fn private_objects(name: &str) {
     );
 }
 
-per_lesson!(sigint_early: zombie, queue_communication, performance);
-per_lesson!(sigint_middle: zombie, queue_communication, performance);
-per_lesson!(sigterm_middle: zombie, queue_communication, performance);
-per_lesson!(parent_killed: zombie, queue_communication, performance);
-per_lesson!(twins: zombie, queue_communication, performance);
-per_lesson!(private_objects: zombie, queue_communication, performance);
+per_lesson!(sigint_early: basic_process, multiple_processes, zombie, orphan, pipe_communication, queue_communication, shared_value, shared_array, process_semaphore, deadlock, performance);
+per_lesson!(sigint_middle: basic_process, multiple_processes, zombie, orphan, pipe_communication, queue_communication, shared_value, shared_array, process_semaphore, deadlock, performance);
+per_lesson!(sigterm_middle: basic_process, multiple_processes, zombie, orphan, pipe_communication, queue_communication, shared_value, shared_array, process_semaphore, deadlock, performance);
+per_lesson!(parent_killed: basic_process, multiple_processes, zombie, orphan, pipe_communication, queue_communication, shared_value, shared_array, process_semaphore, deadlock, performance);
+per_lesson!(twins: basic_process, multiple_processes, zombie, orphan, pipe_communication, queue_communication, shared_value, shared_array, process_semaphore, deadlock, performance);
+per_lesson!(private_objects: basic_process, multiple_processes, zombie, orphan, pipe_communication, queue_communication, shared_value, shared_array, process_semaphore, deadlock, performance);
 
 #[test]
 fn the_private_object_check_can_fail() {

@@ -98,8 +98,8 @@ fn help_and_every_bad_value(name: &str) {
     assert!(String::from_utf8_lossy(&env.stderr).contains("LESSON_PACE"));
 }
 
-per_lesson!(runs_and_proves_its_claims: zombie, queue_communication, performance);
-per_lesson!(help_and_every_bad_value: zombie, queue_communication, performance);
+per_lesson!(runs_and_proves_its_claims: basic_process, multiple_processes, zombie, orphan, pipe_communication, queue_communication, shared_value, shared_array, process_semaphore, deadlock, performance);
+per_lesson!(help_and_every_bad_value: basic_process, multiple_processes, zombie, orphan, pipe_communication, queue_communication, shared_value, shared_array, process_semaphore, deadlock, performance);
 
 #[test]
 fn every_crate_is_listed() {

@@ -12,8 +12,16 @@ use std::path::PathBuf;
 /// lessons the seed does not have). `every_crate_is_listed` keeps this in
 /// step with `crates/`.
 pub const LESSONS: &[(&str, &str)] = &[
+    ("basic_process", "01"),
+    ("multiple_processes", "02"),
     ("zombie", "14"),
+    ("orphan", "13"),
+    ("pipe_communication", "06"),
     ("queue_communication", "05"),
+    ("shared_value", "07"),
+    ("shared_array", "08"),
+    ("process_semaphore", "11"),
+    ("deadlock", "03"),
     ("performance", "-"),
 ];
 

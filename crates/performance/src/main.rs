@@ -118,6 +118,7 @@ const CHUNK: usize = 64 * 1024;
 /// Prints figures as a table for a reader, or as TSV for scripts.
 struct Report {
     tsv: bool,
+    pace: common::Pace,
 }
 
 impl Report {
@@ -135,9 +136,12 @@ impl Report {
         }
     }
 
+    /// Print a section's conclusion, then give the reader a moment (scaled
+    /// by the pace; outside any measurement).
     fn conclude(&self, text: &str) {
         if !self.tsv {
             say!("-> {text}");
+            self.pace.sleep(1.0);
         }
     }
 }
@@ -154,6 +158,7 @@ fn run(args: &Args) -> Result<(), Box<dyn Error>> {
     let counts = if args.flag("quick") { QUICK } else { FULL };
     let report = Report {
         tsv: args.flag("tsv"),
+        pace: args.pace(),
     };
     if !report.tsv {
         say!(

@@ -1,0 +1,288 @@
+//! Runs the pipe_communication lesson and checks what it claims, from outside.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::{mpsc, OnceLock};
+use std::time::{Duration, Instant};
+
+use common::testing::{
+    assert_help_and_bad_options, assert_nothing_left, numbers, run, speaker, Outcome, HANG_LIMIT,
+};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pipe_communication");
+const TOPIC: &str = "pipe_communication";
+
+/// One run with the default options, shared by the tests of each part.
+fn default_run() -> &'static Outcome {
+    static RUN: OnceLock<Outcome> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let o = run(BIN, &[]);
+        o.assert_success();
+        assert_nothing_left(TOPIC, o.pid);
+        o
+    })
+}
+
+/// What one side says it sent or received, on the line holding `label`:
+/// (role, pid, count, bytes, checksum).
+fn tally(o: &Outcome, label: &str) -> (String, i32, i64, i64, String) {
+    let line = o.line_with(label);
+    let (role, pid) = speaker(line).expect("prefixed line");
+    let rest = line.split_once(label).expect("label").1;
+    let n = numbers(rest);
+    let checksum = rest
+        .split_once("checksum ")
+        .expect("a checksum")
+        .1
+        .trim()
+        .to_string();
+    assert!(n.len() >= 2 && checksum.len() == 16, "{line}");
+    (role.to_string(), pid, n[0], n[1], checksum)
+}
+
+/// The index of the one stdout line holding `needle`.
+fn position(o: &Outcome, needle: &str) -> usize {
+    let line = o.line_with(needle);
+    o.stdout.lines().position(|l| l == line).expect("present")
+}
+
+#[test]
+fn one_way_counts_and_checksums_agree_on_both_sides() {
+    let o = default_run();
+    let sent = tally(o, "producer sent: ");
+    let got = tally(o, "consumer received: ");
+    assert_eq!((sent.0.as_str(), sent.1), ("parent", o.pid));
+    assert_eq!(got.0, "consumer");
+    assert_ne!(got.1, o.pid);
+    assert_eq!(sent.2, 100, "--messages defaults to 100");
+    assert_eq!((sent.2, sent.3, &sent.4), (got.2, got.3, &got.4));
+    assert!(o
+        .line_with("the consumer's count and checksum match the producer's")
+        .starts_with(&format!("[parent {}]", o.pid)));
+    // The ends each process holds were checked in /proc: the consumer's PID
+    // is the one that later reports.
+    let ends = o.line_with("the parent holds only the write end");
+    assert!(
+        ends.contains(&format!("consumer {} only the read end", got.1)),
+        "{ends}"
+    );
+    assert!(position(o, "the parent holds only the write end") < position(o, "producer sent: "));
+}
+
+#[test]
+fn the_missing_eof_is_detected_by_a_timeout_then_comes_on_close() {
+    let o = default_run();
+    let writer = o.line_with("exiting closes my write end");
+    assert_eq!(speaker(writer).expect("prefixed").0, "writer");
+    let timed_out = position(o, "no end of file: poll timed out");
+    let eof = position(o, "poll says POLLHUP at once and read returns 0");
+    assert!(timed_out < eof, "{}", o.stdout);
+    assert!(position(o, "read the 3 messages") < timed_out);
+}
+
+#[test]
+fn unframed_writes_glue_and_framing_keeps_the_boundaries() {
+    let o = default_run();
+    assert!(o
+        .line_with("one read returned")
+        .contains("10 bytes, \"helloworld\""));
+    assert!(o
+        .line_with("framed: read back")
+        .contains("2 messages, [\"hello\", \"world\"]"));
+}
+
+#[test]
+fn two_way_counts_and_checksums_agree_in_both_directions() {
+    let o = run(BIN, &["--messages", "37", "--max-len", "5000"]);
+    o.assert_success();
+    let client_sent = tally(&o, "client sent requests: ");
+    let server_got = tally(&o, "server received requests: ");
+    let server_sent = tally(&o, "server sent replies: ");
+    let client_got = tally(&o, "client received replies: ");
+    assert_eq!((client_sent.0.as_str(), client_sent.1), ("parent", o.pid));
+    assert_eq!(server_got.0, "server");
+    assert_eq!(server_got.1, server_sent.1);
+    assert_ne!(server_got.1, o.pid);
+    for (a, b) in [(&client_sent, &server_got), (&server_sent, &client_got)] {
+        assert_eq!(a.2, 37);
+        assert_eq!((a.2, a.3, &a.4), (b.2, b.3, &b.4));
+    }
+    // Replies are the requests reversed: same sizes, other bytes.
+    assert_eq!(client_sent.3, client_got.3);
+    assert_ne!(client_sent.4, client_got.4);
+    o.line_with("both directions check out");
+    assert_nothing_left(TOPIC, o.pid);
+}
+
+#[test]
+fn message_sizes_from_empty_to_larger_than_the_pipe() {
+    // Only empty messages: framing must still count them.
+    let o = run(BIN, &["--messages", "3000", "--max-len", "0"]);
+    o.assert_success();
+    let sent = tally(&o, "producer sent: ");
+    let got = tally(&o, "consumer received: ");
+    assert_eq!((sent.2, sent.3), (3000, 0));
+    assert_eq!((sent.2, sent.3, &sent.4), (got.2, got.3, &got.4));
+    assert_nothing_left(TOPIC, o.pid);
+
+    // Messages up to 64 KiB: the pipe fills and writes come out in pieces.
+    let o = run(BIN, &["--messages", "40", "--max-len", "65536"]);
+    o.assert_success();
+    let sent = tally(&o, "producer sent: ");
+    let got = tally(&o, "consumer received: ");
+    assert!(sent.3 > 65536, "more than one pipe's worth: {}", sent.3);
+    assert_eq!((sent.2, sent.3, &sent.4), (got.2, got.3, &got.4));
+    assert_eq!(sent.2, 40);
+    assert_nothing_left(TOPIC, o.pid);
+}
+
+#[test]
+fn epipe_is_an_error_and_sigpipe_kills_by_default() {
+    let o = default_run();
+    assert!(o
+        .line_with("write failed with EPIPE")
+        .starts_with(&format!("[parent {}]", o.pid)));
+    let killed = o.line_with("killed by SIGPIPE");
+    let writer = numbers(killed.split_once("writer ").expect("names the writer").1)[0];
+    assert_ne!(writer as i32, o.pid);
+    assert!(position(o, "closed my read end") < position(o, "write failed with EPIPE"));
+}
+
+#[test]
+fn only_plain_pipe_leaks_into_the_execed_holder() {
+    let o = default_run();
+    assert!(o
+        .line_with("nix::unistd::pipe(): FD_CLOEXEC")
+        .contains("clear on the read end"));
+    assert!(o
+        .line_with("nix::unistd::pipe(): FD_CLOEXEC")
+        .contains("clear on the write end"));
+    for call in ["nix::unistd::pipe2(O_CLOEXEC)", "std::io::pipe()"] {
+        let line = o.line_with(&format!("{call}: FD_CLOEXEC"));
+        assert!(
+            line.contains("set on the read end") && line.contains("set on the write end"),
+            "{line}"
+        );
+        assert!(position(o, &format!("{call}: end of file as soon as")) > 0);
+    }
+    let (role, holder) = speaker(o.line_with("I leave when my stdin closes")).expect("prefixed");
+    assert_eq!(role, "holder");
+    assert_ne!(holder, o.pid);
+    assert!(o
+        .line_with("without asking for them")
+        .contains(&format!("holder {holder}, a new program")));
+    let withheld = position(o, "the holder's leaked copy keeps the pipe open");
+    let finally = position(o, "only now does nix::unistd::pipe() report end of file");
+    assert!(withheld < finally);
+    assert_eq!(
+        o.stdout.lines().last(),
+        Some(o.line_with("all checks passed"))
+    );
+}
+
+#[test]
+fn the_holder_leaves_when_its_stdin_closes() {
+    let mut cmd = Command::new(BIN);
+    cmd.env("LESSON_CHILD", "holder")
+        .env("LESSON_PACE", "0")
+        .process_group(0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut child = cmd.spawn().expect("start the holder");
+    let pid = child.id() as i32;
+    drop(child.stdin.take());
+    let deadline = Instant::now() + HANG_LIMIT;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("waitpid") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the holder outlived its stdin");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(status.success(), "{status:?}");
+    assert_nothing_left(TOPIC, pid);
+}
+
+/// Start the lesson with a long pause, wait until it pauses in part 1 (the
+/// consumer alive, both holding the pipe), send `signal` to the main process
+/// or to its whole process group, and check that nothing is left.
+fn interrupt_during_the_pause(signal: Signal, whole_group: bool) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--window", "600"])
+        .env("LESSON_PACE", "1")
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("start the lesson");
+    let pid = child.id() as i32;
+    let out = child.stdout.take().expect("piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + HANG_LIMIT;
+    let paused = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("pausing") => break line,
+            Ok(_) => {}
+            Err(e) => {
+                let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+                let _ = child.wait();
+                panic!("the lesson never paused: {e}");
+            }
+        }
+    };
+    // "... ls -l /proc/<parent>/fd /proc/<consumer>/fd"
+    let pids = numbers(paused.split_once("ls -l").expect("the command").1);
+    assert_eq!(pids[0], pid as i64, "{paused}");
+    let consumer = pids[1] as i32;
+    let alive = common::procfs::state(consumer).expect("read /proc");
+    assert!(
+        matches!(alive, Some('S' | 'R')),
+        "the consumer is alive during the pause: {alive:?}"
+    );
+    let target = if whole_group { -pid } else { pid };
+    kill(Pid::from_raw(target), signal).expect("kill");
+    let status = child.wait().expect("wait");
+    assert!(!status.success());
+    assert_nothing_left(TOPIC, pid);
+}
+
+#[test]
+fn sigkill_to_the_main_process_alone_leaves_nothing() {
+    interrupt_during_the_pause(Signal::SIGKILL, false);
+}
+
+#[test]
+fn sigint_to_the_group_leaves_nothing() {
+    interrupt_during_the_pause(Signal::SIGINT, true);
+}
+
+#[test]
+fn help_and_bad_options() {
+    assert_help_and_bad_options(BIN);
+    for (option, bad) in [
+        ("--messages", "0"),
+        ("--messages", "100001"),
+        ("--messages", "many"),
+        ("--max-len", "65537"),
+        ("--max-len", "-1"),
+        ("--window", "-1"),
+        ("--window", "601"),
+        ("--window", "soon"),
+    ] {
+        let o = run(BIN, &[option, bad]);
+        assert_eq!(o.code(), Some(2), "{option} {bad}: {o:?}");
+        assert!(o.stderr.contains(option), "{option} {bad}: {}", o.stderr);
+        assert!(o.stdout.is_empty());
+    }
+}
