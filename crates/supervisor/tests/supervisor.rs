@@ -1,0 +1,385 @@
+//! Runs the supervisor lesson and checks what it claims, from outside.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::testing::{
+    assert_help_and_bad_options, assert_nothing_left, numbers, run, speaker, Outcome,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_supervisor");
+
+/// The text of a line after its `[role pid]` prefix.
+fn text(line: &str) -> &str {
+    line.split_once("] ").map_or(line, |(_, t)| t)
+}
+
+fn nums(line: &str) -> Vec<i64> {
+    numbers(text(line))
+}
+
+/// The supervisor's lines (role "supervisor", the lesson's own pid).
+fn supervisor_lines(o: &Outcome) -> Vec<&str> {
+    o.stdout
+        .lines()
+        .filter(|l| speaker(l) == Some(("supervisor", o.pid)))
+        .collect()
+}
+
+/// How each worker process said it would crash: pid -> "panic", "abort"...
+fn announced_crashes(o: &Outcome) -> HashMap<i32, String> {
+    o.stdout
+        .lines()
+        .filter(|l| l.contains("crashing on purpose"))
+        .map(|l| {
+            let (role, pid) = speaker(l).expect("prefixed");
+            assert!(role.starts_with("worker "), "{l}");
+            let how = l.rsplit_once('(').expect("(how)").1.trim_end_matches(')');
+            (pid, how.to_string())
+        })
+        .collect()
+}
+
+/// Checks every run makes: each death decoded as what the worker did, a
+/// restart replacing the dead PID, live counts that add up, a graceful stop.
+fn check_run(o: &Outcome, workers: i64) {
+    let sup = supervisor_lines(o);
+    let announced = announced_crashes(o);
+    let deaths: Vec<&str> = sup
+        .iter()
+        .copied()
+        .filter(|l| l.contains(" died: "))
+        .collect();
+    assert_eq!(
+        deaths.len(),
+        announced.len(),
+        "one death per planned crash:\n{}",
+        o.stdout
+    );
+    for d in &deaths {
+        let pid = nums(d)[1] as i32;
+        let how = announced
+            .get(&pid)
+            .expect("the dead worker announced its crash");
+        let want = match how.as_str() {
+            "panic" => "exited with 101",
+            "abort" => "killed by SIGABRT",
+            "SIGKILL to itself" => "killed by SIGKILL",
+            other => panic!("unknown crash {other}"),
+        };
+        assert!(d.contains(want) && d.contains("as planned"), "{d} ({how})");
+    }
+    // Each restart replaces the PID that died last in that slot.
+    let mut last_dead: HashMap<i64, i64> = HashMap::new();
+    for l in &sup {
+        let n = nums(l);
+        if l.contains(" died: ") {
+            last_dead.insert(n[0], n[1]);
+        } else if l.contains("is replaced by") {
+            assert_eq!(last_dead.get(&n[0]), Some(&n[1]), "{l}");
+            assert_ne!(n[1], n[2]);
+        }
+    }
+    // Every count from /proc is the slots minus those given up.
+    let live: Vec<&str> = sup
+        .iter()
+        .copied()
+        .filter(|l| l.contains("live workers in /proc"))
+        .collect();
+    assert!(!live.is_empty(), "{}", o.stdout);
+    for l in &live {
+        let n = nums(l);
+        assert_eq!(n[1], workers, "{l}");
+        assert_eq!(n[0], n[1] - n[2], "{l}");
+    }
+    // The last count, once steady, names the workers that are then stopped
+    // gracefully; nothing is left.
+    let steady = sup
+        .iter()
+        .position(|l| l.contains("steady:"))
+        .expect("steady");
+    let last = sup[..steady]
+        .iter()
+        .rev()
+        .find(|l| l.contains("live workers in /proc"))
+        .expect("a count before steady");
+    let mut running: Vec<i64> = nums(last)[3..].to_vec();
+    let mut stopped: Vec<i64> = sup
+        .iter()
+        .filter(|l| l.contains(") stopped: exited with 0"))
+        .map(|l| nums(l)[1])
+        .collect();
+    running.sort();
+    stopped.sort();
+    assert_eq!(running, stopped, "{}", o.stdout);
+    for pid in &stopped {
+        assert!(
+            o.stdout.lines().any(|l| {
+                speaker(l).is_some_and(|(_, p)| i64::from(p) == *pid)
+                    && l.contains("SIGTERM: finished step")
+            }),
+            "worker {pid} finished its step on SIGTERM:\n{}",
+            o.stdout
+        );
+    }
+    assert!(o.stdout.contains("no worker left: /proc lists no child"));
+    assert!(!o.stdout.contains("not in its plan"));
+    assert_nothing_left("supervisor", o.pid);
+}
+
+#[test]
+fn crashed_workers_come_back_with_back_off_and_the_flaky_one_is_given_up() {
+    let o = run(BIN, &[]);
+    o.assert_success();
+    assert!(o.stdout.ends_with("all checks passed\n"), "{}", o.stdout);
+    check_run(&o, 3);
+    let sup = supervisor_lines(&o);
+    // Worker 3 crashes at every start: back-off 0.2, 0.4, 0.8 s, then, at
+    // its fourth crash within the window, it is given up.
+    let delays: Vec<&str> = sup
+        .iter()
+        .filter(|l| l.contains("back-off for worker 3"))
+        .map(|l| l.split("restart in ").nth(1).expect("delay"))
+        .map(|d| d.split(' ').next().expect("number"))
+        .collect();
+    assert_eq!(delays, ["0.2", "0.4", "0.8"], "{}", o.stdout);
+    assert!(o
+        .line_with("giving up on it")
+        .contains("worker 3 crashed 4 times"));
+    let last = sup
+        .iter()
+        .rev()
+        .find(|l| l.contains("live workers in /proc"))
+        .expect("a count");
+    assert!(last.contains("2 of 3 slots, 1 given up"), "{last}");
+}
+
+/// The crash plan of a run: each worker's announced starts, in order.
+fn plan(o: &Outcome) -> Vec<(String, String)> {
+    o.stdout
+        .lines()
+        .filter(|l| l.contains("] start "))
+        .map(|l| {
+            let role = speaker(l).expect("prefixed").0.to_string();
+            (role, text(l).to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn the_seed_repeats_the_crash_plan() {
+    let a = run(BIN, &["--seed", "7", "--workers", "4"]);
+    let b = run(BIN, &["--seed", "7", "--workers", "4"]);
+    a.assert_success();
+    b.assert_success();
+    check_run(&a, 4);
+    check_run(&b, 4);
+    let (mut pa, mut pb) = (plan(&a), plan(&b));
+    // Workers start in an order the scheduler picks: compare per worker.
+    pa.sort();
+    pb.sort();
+    assert_eq!(pa, pb);
+    assert_eq!(
+        text(a.line_with("crash plan")),
+        text(b.line_with("crash plan"))
+    );
+}
+
+#[test]
+fn the_back_off_has_a_ceiling_and_the_limit_is_an_option() {
+    let o = run(BIN, &["--workers", "2", "--max-restarts", "8"]);
+    o.assert_success();
+    check_run(&o, 2);
+    let delays: Vec<f64> = supervisor_lines(&o)
+        .iter()
+        .filter(|l| l.contains("back-off for worker 2"))
+        .map(|l| {
+            l.split("restart in ")
+                .nth(1)
+                .and_then(|d| d.split(' ').next())
+                .and_then(|d| d.parse().ok())
+                .expect("a delay")
+        })
+        .collect();
+    let want: Vec<f64> = (0..8).map(|k| (0.2 * 2f64.powi(k)).min(5.0)).collect();
+    assert_eq!(delays.len(), want.len(), "{}", o.stdout);
+    for (got, want) in delays.iter().zip(&want) {
+        assert!((got - want).abs() < 0.051, "{delays:?} vs {want:?}");
+    }
+    assert!(o
+        .line_with("giving up on it")
+        .contains("worker 2 crashed 9 times"));
+
+    // With no restart allowed, the only worker is given up at its first
+    // crash and nothing is left to stop.
+    let o = run(BIN, &["--workers", "1", "--max-restarts", "0"]);
+    o.assert_success();
+    assert!(o.line_with("giving up on it").contains("crashed once"));
+    assert!(o
+        .stdout
+        .contains("live workers in /proc: 0 of 1 slots, 1 given up"));
+    assert!(!o.stdout.contains("stopped: exited"));
+    assert_nothing_left("supervisor", o.pid);
+}
+
+struct Running {
+    child: std::process::Child,
+    pid: i32,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+/// Start the lesson at a slow pace in its own process group. SIGINT gets
+/// its default action back: a shell that runs these tests in the background
+/// passes SIGINT on ignored, and the supervisor keeps it ignored then.
+fn start(pace: &str) -> Running {
+    let mut cmd = Command::new(BIN);
+    cmd.env("LESSON_PACE", pace)
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    // SAFETY: signal() is async-signal-safe, as the child of the
+    // multithreaded test harness requires between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("start the lesson");
+    let pid = child.id() as i32;
+    let out = child.stdout.take().expect("piped");
+    let (tx, lines) = channel();
+    thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Running {
+        child,
+        pid,
+        lines,
+        seen: Vec::new(),
+    }
+}
+
+impl Running {
+    fn until(&mut self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let l = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|e| panic!("never saw {needle:?}: {e}\n{}", self.seen.join("\n")));
+            let found = l.contains(needle);
+            self.seen.push(l);
+            if found {
+                return;
+            }
+        }
+    }
+
+    /// Wait (at most 5 s) for the lesson to end; the rest of its output.
+    fn finish(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("waitpid") {
+                break s;
+            }
+            if Instant::now() > deadline {
+                // SAFETY: a plain system call on the group this test made.
+                unsafe { libc::kill(-self.pid, libc::SIGKILL) };
+                let _ = self.child.wait();
+                panic!("still running 5 s after the signal");
+            }
+            thread::sleep(Duration::from_millis(5));
+        };
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(l);
+        }
+        status
+    }
+}
+
+#[test]
+fn sigterm_to_the_supervisor_alone_stops_every_worker_gracefully() {
+    let mut r = start("0.3");
+    r.until("restarted worker");
+    // SAFETY: a plain system call on the process this test started.
+    unsafe { libc::kill(r.pid, libc::SIGTERM) };
+    let status = r.finish();
+    let all = r.seen.join("\n");
+    assert_eq!(status.code(), Some(143), "{all}");
+    assert!(all.contains("SIGTERM received, stopping"), "{all}");
+    let stopped: Vec<&String> = r
+        .seen
+        .iter()
+        .filter(|l| l.contains(") stopped: "))
+        .collect();
+    assert!(!stopped.is_empty(), "{all}");
+    // Only the supervisor got the signal: each worker heard it from the
+    // supervisor, finished its step and exited 0 (or had just crashed as
+    // planned).
+    for l in &stopped {
+        assert!(
+            l.contains("exited with 0") || l.contains("killed by") || l.contains("exited with 101"),
+            "{l}"
+        );
+    }
+    assert!(all.contains("SIGTERM: finished step"), "{all}");
+    assert!(all.contains("no worker left"), "{all}");
+    assert!(all.contains("exiting with 143"), "{all}");
+    assert_nothing_left("supervisor", r.pid);
+}
+
+#[test]
+fn ctrl_c_to_the_group_ends_everything_with_130() {
+    let mut r = start("0.3");
+    r.until("live workers in /proc");
+    // SAFETY: a plain system call; -pid is the lesson's process group.
+    unsafe { libc::kill(-r.pid, libc::SIGINT) };
+    let status = r.finish();
+    let all = r.seen.join("\n");
+    assert_eq!(status.code(), Some(130), "{all}");
+    assert!(all.contains("SIGINT: finished step"), "{all}");
+    assert!(all.contains("no worker left"), "{all}");
+    assert_nothing_left("supervisor", r.pid);
+}
+
+#[test]
+fn a_killed_supervisor_takes_its_workers_with_it() {
+    let mut r = start("0.3");
+    r.until("live workers in /proc");
+    // SAFETY: a plain system call on the process this test started.
+    unsafe { libc::kill(r.pid, libc::SIGKILL) };
+    assert_eq!(r.finish().signal(), Some(libc::SIGKILL));
+    // The workers die of PR_SET_PDEATHSIG.
+    assert_nothing_left("supervisor", r.pid);
+}
+
+#[test]
+fn help_and_bad_options() {
+    assert_help_and_bad_options(BIN);
+    for bad in [
+        &["--workers", "0"][..],
+        &["--workers", "17"],
+        &["--seed", "-1"],
+        &["--seed", "4294967296"],
+        &["--max-restarts", "21"],
+        &["--window", "0.5"],
+        &["--window", "x"],
+    ] {
+        let o = run(BIN, bad);
+        assert_eq!(o.code(), Some(2), "{bad:?}: {o:?}");
+        assert!(o.stderr.contains(bad[0]), "{bad:?}: {}", o.stderr);
+    }
+}
