@@ -22,13 +22,18 @@ lessons=(
     "queue_communication||producers waiting on a full queue; every item consumed exactly once, in order per producer"
     "shared_value||the value back at its start after locked increments and decrements; a named segment found by an unrelated process"
     "shared_array||updates lost without a lock; no torn array seen by the reader with one"
-    "manager||a server process owning a list that five clients append to through a socket"
+    "manager||the server's PID and its thread per connection; the socket file gone before the first line; every client's item exactly once; the server exiting on Shutdown"
     "process_lock||an exact count; torn lines without the lock, none with it; a lock whose holder was killed, recovered"
     "process_semaphore||never more than 3 holders at once, and 3 reached"
     "process_barrier||no worker in phase k+1 before all finished phase k; one last arriver per phase; a broken barrier reported"
     "deadlock||two children stuck on each other's lock (state S), detected by timeout; both fixes completing"
-    "process_pool||the same worker PIDs serving many tasks; a crashed task reported and replaced; the cost per task next to fork-per-task"
+    "process_pool||the same worker PIDs serving every task, in map and as_completed order; a panic, an abort, a SIGKILL and a hang each failing only their task, the worker replaced; fork per task costing far more per task"
     "performance|--quick|what creating processes and moving bytes cost on this machine"
+    "signals||a worker finishing its step after SIGTERM; kill(pid, 0) for a zombie, ESRCH once reaped; three SIGUSR1 read as one from a signalfd; SIGKILL and SIGSTOP refused"
+    "named_pipe||a reader stuck inside open until a writer opens; the FIFO removed once everyone has opened it, still carrying data; records of at most PIPE_BUF bytes from several writers all whole, larger ones cut"
+    "exec||a child stuck on a full stderr pipe, then 1 MiB per pipe read with poll; sleep 600 killed at its deadline; INJECTED printed only through sh -c"
+    "supervisor||worker PIDs replaced after each crash with a doubling back-off; the always-crashing worker given up; live workers counted in /proc; a graceful stop with no child left"
+    "prefork_server||connections spread across workers sharing one listening socket, then SO_REUSEPORT; every request answered exactly once"
 )
 
 present=()

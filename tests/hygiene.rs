@@ -46,13 +46,22 @@ fn start(name: &str, pace: &str) -> Running {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    // SAFETY: setsid is async-signal-safe, as the child of a multithreaded
-    // process (the test harness) requires between fork and exec.
+    // SAFETY: setsid, signal, sigemptyset and sigprocmask are
+    // async-signal-safe, as the child of a multithreaded process (the test
+    // harness) requires between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // A test run started in the background inherits SIGINT ignored
+            // (and exec keeps it so): give the lesson the defaults a
+            // terminal would, or a Ctrl-C could not reach it.
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
             Ok(())
         });
     }
@@ -334,12 +343,12 @@ fn private_objects(name: &str) {
     );
 }
 
-per_lesson!(sigint_early: basic_process, multiple_processes, zombie, orphan, pipe_communication, queue_communication, shared_value, shared_array, process_semaphore, deadlock, performance);
-per_lesson!(sigint_middle: basic_process, multiple_processes, zombie, orphan, pipe_communication, queue_communication, shared_value, shared_array, process_semaphore, deadlock, performance);
-per_lesson!(sigterm_middle: basic_process, multiple_processes, zombie, orphan, pipe_communication, queue_communication, shared_value, shared_array, process_semaphore, deadlock, performance);
-per_lesson!(parent_killed: basic_process, multiple_processes, zombie, orphan, pipe_communication, queue_communication, shared_value, shared_array, process_semaphore, deadlock, performance);
-per_lesson!(twins: basic_process, multiple_processes, zombie, orphan, pipe_communication, queue_communication, shared_value, shared_array, process_semaphore, deadlock, performance);
-per_lesson!(private_objects: basic_process, multiple_processes, zombie, orphan, pipe_communication, queue_communication, shared_value, shared_array, process_semaphore, deadlock, performance);
+per_lesson!(sigint_early: basic_process, multiple_processes, zombie, orphan, pipe_communication, queue_communication, shared_value, shared_array, manager, process_lock, process_semaphore, process_barrier, deadlock, process_pool, performance, signals, named_pipe, exec, supervisor, prefork_server);
+per_lesson!(sigint_middle: basic_process, multiple_processes, zombie, orphan, pipe_communication, queue_communication, shared_value, shared_array, manager, process_lock, process_semaphore, process_barrier, deadlock, process_pool, performance, signals, named_pipe, exec, supervisor, prefork_server);
+per_lesson!(sigterm_middle: basic_process, multiple_processes, zombie, orphan, pipe_communication, queue_communication, shared_value, shared_array, manager, process_lock, process_semaphore, process_barrier, deadlock, process_pool, performance, signals, named_pipe, exec, supervisor, prefork_server);
+per_lesson!(parent_killed: basic_process, multiple_processes, zombie, orphan, pipe_communication, queue_communication, shared_value, shared_array, manager, process_lock, process_semaphore, process_barrier, deadlock, process_pool, performance, signals, named_pipe, exec, supervisor, prefork_server);
+per_lesson!(twins: basic_process, multiple_processes, zombie, orphan, pipe_communication, queue_communication, shared_value, shared_array, manager, process_lock, process_semaphore, process_barrier, deadlock, process_pool, performance, signals, named_pipe, exec, supervisor, prefork_server);
+per_lesson!(private_objects: basic_process, multiple_processes, zombie, orphan, pipe_communication, queue_communication, shared_value, shared_array, manager, process_lock, process_semaphore, process_barrier, deadlock, process_pool, performance, signals, named_pipe, exec, supervisor, prefork_server);
 
 #[test]
 fn the_private_object_check_can_fail() {

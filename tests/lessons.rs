@@ -98,8 +98,8 @@ fn help_and_every_bad_value(name: &str) {
     assert!(String::from_utf8_lossy(&env.stderr).contains("LESSON_PACE"));
 }
 
-per_lesson!(runs_and_proves_its_claims: basic_process, multiple_processes, zombie, orphan, pipe_communication, queue_communication, shared_value, shared_array, process_semaphore, deadlock, performance);
-per_lesson!(help_and_every_bad_value: basic_process, multiple_processes, zombie, orphan, pipe_communication, queue_communication, shared_value, shared_array, process_semaphore, deadlock, performance);
+per_lesson!(runs_and_proves_its_claims: basic_process, multiple_processes, zombie, orphan, pipe_communication, queue_communication, shared_value, shared_array, manager, process_lock, process_semaphore, process_barrier, deadlock, process_pool, performance, signals, named_pipe, exec, supervisor, prefork_server);
+per_lesson!(help_and_every_bad_value: basic_process, multiple_processes, zombie, orphan, pipe_communication, queue_communication, shared_value, shared_array, manager, process_lock, process_semaphore, process_barrier, deadlock, process_pool, performance, signals, named_pipe, exec, supervisor, prefork_server);
 
 #[test]
 fn every_crate_is_listed() {

@@ -20,9 +20,18 @@ pub const LESSONS: &[(&str, &str)] = &[
     ("queue_communication", "05"),
     ("shared_value", "07"),
     ("shared_array", "08"),
+    ("manager", "09"),
+    ("process_lock", "10"),
     ("process_semaphore", "11"),
+    ("process_barrier", "12"),
     ("deadlock", "03"),
+    ("process_pool", "04"),
     ("performance", "-"),
+    ("signals", "-"),
+    ("named_pipe", "-"),
+    ("exec", "-"),
+    ("supervisor", "-"),
+    ("prefork_server", "-"),
 ];
 
 /// The extra arguments a lesson runs with in the suite.
