@@ -205,6 +205,12 @@ fn run(args: &Args) -> Result<Ended, Box<dyn Error>> {
 
     let ended = supervise(&mut slots, &policy, &mask)?;
     stop_all(&mut slots, ended, pace)?;
+    // A stop asked for from outside while the planned stop was under way
+    // still decides the exit status: whoever sent it must learn it worked.
+    let ended = match (ended, stop_requested()) {
+        (Ended::Planned, Some(sig)) => Ended::Signal(sig),
+        (ended, _) => ended,
+    };
     match ended {
         Ended::Planned => say!("all checks passed"),
         Ended::Signal(sig) => say!(
