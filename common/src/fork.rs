@@ -169,6 +169,45 @@ fn retry_eintr<T>(call: &str, mut f: impl FnMut() -> nix::Result<T>) -> io::Resu
     }
 }
 
+/// Sleep in `poll` on a pidfd of `pid` until it ends or `timeout` passes,
+/// calling `reap` (a `WNOHANG` wait) after each wake-up; `None` if it still
+/// runs at the end. `pid` must be an unreaped child of the caller, so that
+/// the PID cannot belong to another process yet. Errors name the call and
+/// `who`.
+pub(crate) fn wait_pidfd<T>(
+    pid: i32,
+    who: &str,
+    timeout: Duration,
+    mut reap: impl FnMut() -> io::Result<Option<T>>,
+) -> io::Result<Option<T>> {
+    let raw = rustix::process::Pid::from_raw(pid)
+        .ok_or_else(|| io::Error::other(format!("pidfd_open({who}): not a process ID")))?;
+    let pidfd: OwnedFd = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty())
+        .map_err(|e| io::Error::other(format!("pidfd_open({who}): {e}")))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ts = rustix::event::Timespec {
+            tv_sec: left.as_secs() as i64,
+            tv_nsec: left.subsec_nanos() as _,
+        };
+        let mut fds = [rustix::event::PollFd::new(
+            &pidfd,
+            rustix::event::PollFlags::IN,
+        )];
+        match rustix::event::poll(&mut fds, Some(&ts)) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(io::Error::other(format!("poll(pidfd of {who}): {e}"))),
+        }
+        if let Some(s) = reap()? {
+            return Ok(Some(s));
+        }
+        if left.is_zero() {
+            return Ok(None);
+        }
+    }
+}
+
 impl Child {
     pub fn pid(&self) -> Pid {
         self.pid
@@ -215,33 +254,9 @@ impl Child {
         if let Some(s) = self.try_wait()? {
             return Ok(Some(s));
         }
-        let pidfd: OwnedFd = rustix::process::pidfd_open(
-            rustix::process::Pid::from_raw(self.raw()).expect("a child PID is positive"),
-            rustix::process::PidfdFlags::empty(),
-        )
-        .map_err(|e| io::Error::other(format!("pidfd_open: {e}")))?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let ts = rustix::event::Timespec {
-                tv_sec: left.as_secs() as i64,
-                tv_nsec: left.subsec_nanos() as _,
-            };
-            let mut fds = [rustix::event::PollFd::new(
-                &pidfd,
-                rustix::event::PollFlags::IN,
-            )];
-            match rustix::event::poll(&mut fds, Some(&ts)) {
-                Ok(_) | Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(io::Error::other(format!("poll(pidfd): {e}"))),
-            }
-            if let Some(s) = self.try_wait()? {
-                return Ok(Some(s));
-            }
-            if left.is_zero() {
-                return Ok(None);
-            }
-        }
+        // Not reaped yet, so the PID is still this child's.
+        let pid = self.raw();
+        wait_pidfd(pid, &pid.to_string(), timeout, || self.try_wait())
     }
 
     /// Send `signal` to the child (nothing if it has been reaped: its PID

@@ -10,7 +10,13 @@
 //!   feature `futex-default`.
 //! - [`fork`]: run a closure in a child that always leaves with `_exit`, and a
 //!   handle to wait for it (also with a timeout), poll it and signal it.
-//! - [`procfs`]: a process's state letter, parent, start time and name.
+//! - [`program`]: a program started with `std::process::Command` that dies
+//!   with the lesson (`PR_SET_PDEATHSIG`), starts with an empty signal mask,
+//!   and is killed and reaped if dropped while it runs.
+//! - [`signals`]: hold SIGINT, SIGTERM and SIGHUP back while a named object
+//!   exists, until it is unlinked.
+//! - [`procfs`]: a process's state letter, parent, start time and name, a
+//!   line of its `status` (`SigBlk`...), and where it sleeps (`wchan`).
 //! - [`opts`]: `--help`, `--pace` / `LESSON_PACE` and numeric options with ranges.
 //! - [`out`]: every line names the process that prints it: `[parent 4242] ...`.
 //! - [`names`]: unique, private names for named kernel objects.
@@ -26,7 +32,9 @@ pub mod opts;
 pub mod out;
 pub mod posix;
 pub mod procfs;
+pub mod program;
 pub mod shm;
+pub mod signals;
 pub mod testing;
 
 mod timeouts;

@@ -1,4 +1,5 @@
-//! Reading a process's state from `/proc/<pid>/stat` (see `proc(5)`).
+//! Reading a process's state from `/proc/<pid>/stat`, `/proc/<pid>/status`
+//! and `/proc/<pid>/wchan` (see `proc(5)`).
 
 use std::io;
 use std::thread::sleep;
@@ -70,6 +71,33 @@ pub fn ppid(pid: i32) -> io::Result<Option<i32>> {
 /// The command name of `pid` (`/proc/<pid>/comm`).
 pub fn name(pid: i32) -> io::Result<Option<String>> {
     Ok(stat(pid)?.map(|s| s.comm))
+}
+
+/// The value of the line `field:` of `/proc/<pid>/status`, trimmed:
+/// `status_field(pid, "SigBlk")` gives `"0000000000004000"` (a hexadecimal
+/// mask in which bit n-1 stands for signal n). An error if there is no such
+/// process or no such line.
+pub fn status_field(pid: i32, field: &str) -> io::Result<String> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(|v| v.trim().to_string())
+        .ok_or_else(|| io::Error::other(format!("{path}: no {field} line")))
+}
+
+/// Where in the kernel `pid` sleeps: the function named in
+/// `/proc/<pid>/wchan` (`wait_for_partner`, `futex_wait_queue`...). `None`
+/// if it is not asleep, if the kernel hides the name (the file then reads
+/// `0`), or if there is no such process.
+pub fn wchan(pid: i32) -> io::Result<Option<String>> {
+    match std::fs::read_to_string(format!("/proc/{pid}/wchan")) {
+        Ok(w) => Ok(Some(w.trim().to_string()).filter(|w| !w.is_empty() && w != "0")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(None),
+        Err(e) => Err(io::Error::new(e.kind(), format!("/proc/{pid}/wchan: {e}"))),
+    }
 }
 
 /// Whether the process that was `pid`, started at `start_time` (if known),
@@ -152,5 +180,25 @@ mod tests {
             is_dead(me, Some(s.start_time + 1)),
             "another start time means another process"
         );
+    }
+
+    #[test]
+    fn reads_its_own_status_lines() {
+        let me = std::process::id() as i32;
+        let name = status_field(me, "Name").expect("Name");
+        assert_eq!(Some(name), super::name(me).expect("read stat"));
+        let pid = status_field(me, "Pid").expect("Pid");
+        assert_eq!(pid, me.to_string(), "the value is trimmed");
+        let blocked = status_field(me, "SigBlk").expect("SigBlk");
+        assert!(u64::from_str_radix(&blocked, 16).is_ok(), "{blocked}");
+        // A prefix of a field is not the field.
+        assert!(status_field(me, "Sig").is_err());
+        assert!(status_field(me, "NoSuchField").is_err());
+    }
+
+    #[test]
+    fn wchan_of_a_missing_process_is_none() {
+        // PID_MAX_LIMIT is 2^22: no process has a larger PID.
+        assert_eq!(wchan((1 << 22) + 1).expect("read"), None);
     }
 }

@@ -200,7 +200,8 @@ fn deadlock(args: &Args) -> Result<(), Box<dyn Error>> {
         match procfs::wait_for(pid, SAFETY, |s| s.is_some_and(|s| s.state == 'S'))? {
             Ok(_) => say!(
                 "worker {pid} holds {holds} and waits for {wants}: state S, asleep in {}",
-                wchan(pid)
+                // Where in the kernel it sleeps (/proc/<pid>/wchan).
+                procfs::wchan(pid)?.unwrap_or_else(|| "the kernel (wchan hidden)".to_string())
             ),
             Err(last) => {
                 return Err(format!(
@@ -458,12 +459,4 @@ fn wait_until(what: &str, done: impl Fn() -> bool) -> Result<(), Box<dyn Error>>
         std::thread::sleep(Duration::from_millis(1));
     }
     Ok(())
-}
-
-/// Where in the kernel `pid` sleeps (`/proc/<pid>/wchan`), for the reader.
-fn wchan(pid: i32) -> String {
-    match std::fs::read_to_string(format!("/proc/{pid}/wchan")) {
-        Ok(w) if !w.is_empty() && w != "0" => w,
-        _ => "the kernel (wchan hidden)".to_string(),
-    }
 }

@@ -515,11 +515,6 @@ fn stop_overrunner(args: &Args) -> Result<(), Box<dyn Error>> {
 /// A signal set from `/proc/<pid>/status` (`SigBlk`, `ShdPnd`, `SigIgn`...),
 /// a hexadecimal mask in which bit `n - 1` stands for signal `n`.
 fn signal_mask(pid: i32, field: &str) -> Result<u64, Box<dyn Error>> {
-    let path = format!("/proc/{pid}/status");
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
-    let hex = text
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .ok_or_else(|| format!("{path}: no {field} line"))?;
-    u64::from_str_radix(hex.trim(), 16).map_err(|e| format!("{path}: {field}: {e}").into())
+    let hex = procfs::status_field(pid, field)?;
+    u64::from_str_radix(&hex, 16).map_err(|e| format!("/proc/{pid}/status: {field}: {e}").into())
 }

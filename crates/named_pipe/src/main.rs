@@ -31,7 +31,10 @@
 //!   open succeeds at once and the writer's fails with `ENXIO`. The lesson
 //!   never waits without a limit: its own opens are non-blocking, its reads
 //!   wait in `poll` with a timeout, and each program it starts has a
-//!   watchdog (`alarm`) for its blocking `open`.
+//!   watchdog (`alarm`) for its blocking `open`. Each is a
+//!   `common::program::Program`: it dies with the lesson
+//!   (`PR_SET_PDEATHSIG`), even a SIGKILLed one, and is killed and reaped on
+//!   an error path.
 //! - A `write` of at most `PIPE_BUF` bytes lands in the pipe in one piece,
 //!   whatever other writers do. A longer one may be split and interleaved.
 //!   A `read` can cut anywhere: the reader reassembles records from their
@@ -86,21 +89,21 @@ use std::fs;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use common::names::PrivateDir;
 use common::opts::{Args, Opt, Pace, Spec};
+use common::program::Program;
+use common::signals::Hold;
 use common::{procfs, say, warn};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::sys::stat::Mode;
-use nix::unistd::{alarm, getpid, getppid, mkfifo, read, write};
+use nix::unistd::{alarm, mkfifo, read, write};
 
 const SPEC: Spec = Spec {
     name: "named_pipe",
@@ -197,8 +200,10 @@ fn blocking_open(pace: Pace) -> Result<(), Box<dyn Error>> {
     // From mkfifo until the FIFO is removed, a Ctrl-C or SIGTERM would end
     // us with the FIFO still in /tmp: hold those signals back until then.
     // Nothing is printed and nothing paces in this window; what we see is
-    // reported once the name is gone.
-    let held = HoldSignals::new()?;
+    // reported once the name is gone. A SIGKILL cannot be held back: the
+    // window stays a few milliseconds long. Created first, the hold is
+    // dropped last, after the clean-up, on an error path too.
+    let held = Hold::new()?;
     let mut fifo = Fifo::create()?;
     let made = fifo.check_private()?;
 
@@ -212,14 +217,14 @@ fn blocking_open(pace: Pace) -> Result<(), Box<dyn Error>> {
     drop(open_fifo(&fifo.path, OFlag::O_RDONLY).map_err(|e| format!("open(O_RDONLY): {e}"))?);
 
     // A separate program opens it for reading, blocking.
-    let mut reader = Started::spawn(
+    let mut reader = start(
         "reader",
         &fifo.path,
         &[(COUNT_ENV, MESSAGES.to_string())],
         false,
         pace,
     )?;
-    let blocked = reader.blocked_in_open()?;
+    let blocked = blocked_in_open(&mut reader)?;
 
     // Its open waits for a writer: be that writer. Now that a reader is
     // there, the same non-blocking open that failed above succeeds.
@@ -258,7 +263,7 @@ fn blocking_open(pace: Pace) -> Result<(), Box<dyn Error>> {
     }
     drop(tx);
     say!("sent {MESSAGES} messages and closed the write end");
-    reader.expect_success()?;
+    reader.expect_success(SYSTEM_TIMEOUT)?;
     say!(
         "reader {} got all {MESSAGES} messages, then end of file, and exited 0",
         reader.pid()
@@ -508,7 +513,7 @@ fn big_writes(writers: u16, records: u32, pace: Pace) -> Result<(), Box<dyn Erro
 /// programs and the bytes read but not yet taken.
 struct Meeting {
     rx: OwnedFd,
-    writers: Vec<Started>,
+    writers: Vec<Program>,
     buf: Vec<u8>,
 }
 
@@ -518,7 +523,7 @@ impl Meeting {
     fn open(writers: u16, records: u32, size: &str, pace: Pace) -> Result<Meeting, Box<dyn Error>> {
         // No signal may end us while the FIFO exists (see part 1), and we
         // print nothing meanwhile.
-        let held = HoldSignals::new()?;
+        let held = Hold::new()?;
         let mut fifo = Fifo::create()?;
         let made = fifo.check_private()?;
         // Read end first, non-blocking: it needs no writer. O_CLOEXEC, or
@@ -531,7 +536,7 @@ impl Meeting {
             buf: Vec::new(),
         };
         for id in 0..writers {
-            meeting.writers.push(Started::spawn(
+            meeting.writers.push(start(
                 &format!("writer {id}"),
                 &fifo.path,
                 &[
@@ -576,10 +581,10 @@ impl Meeting {
 
     /// Let the writers go: close their standard input, which each waits on.
     fn release(&mut self, pace: Pace) -> Result<(), Box<dyn Error>> {
-        let pids: Vec<i32> = self.writers.iter().map(Started::pid).collect();
+        let pids: Vec<i32> = self.writers.iter().map(Program::pid).collect();
         pause(pace, &pids);
         for w in &mut self.writers {
-            drop(w.child.stdin.take());
+            drop(w.child_mut().stdin.take());
         }
         say!("released the writers: they write through a FIFO that no longer has a name");
         Ok(())
@@ -599,7 +604,7 @@ impl Meeting {
                 for w in writers.iter_mut() {
                     if let Some(status) = w.try_wait()? {
                         if !status.success() {
-                            return Err(format!("{} failed: {status}", w.name).into());
+                            return Err(format!("{} failed: {status}", w.name()).into());
                         }
                     }
                 }
@@ -613,7 +618,7 @@ impl Meeting {
     /// After end of file: every writer must exit 0.
     fn finish(mut self) -> Result<(), Box<dyn Error>> {
         for w in &mut self.writers {
-            w.expect_success()?;
+            w.expect_success(SYSTEM_TIMEOUT)?;
         }
         Ok(())
     }
@@ -761,145 +766,79 @@ fn open_fifo(path: &Path, how: OFlag) -> Result<OwnedFd, Errno> {
 // ---------------------------------------------------------------------------
 // The programs the lesson starts.
 
-/// A program started with `Command`: this binary again, in a child role.
-/// Dropped while it still runs (an error path), it is killed and reaped.
-struct Started {
-    child: std::process::Child,
-    name: String,
+/// Start this binary as `name` (a `common::program::Program`), with
+/// `LESSON_CHILD=<first word of name>`, the FIFO's path and its time limit
+/// in its environment. With `gate`, its standard input is a pipe from us.
+///
+/// `Program::start` asks, between fork and exec, for SIGKILL when the lesson
+/// dies (`PR_SET_PDEATHSIG`, which survives the exec), so even a SIGKILLed
+/// lesson takes its programs with it. It also clears the signal mask, which
+/// survives fork and exec too: the lesson starts these programs while it
+/// holds SIGINT, SIGTERM and SIGHUP back, and must not pass that on.
+fn start(
+    name: &str,
+    fifo: &Path,
+    env: &[(&str, String)],
+    gate: bool,
+    pace: Pace,
+) -> Result<Program, Box<dyn Error>> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let role = name.split(' ').next().unwrap_or(name);
+    let mut cmd = Command::new(exe);
+    cmd.env(CHILD_ENV, role)
+        .env(FIFO_ENV, fifo)
+        .env(LIMIT_ENV, child_limit(pace).as_secs().to_string())
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(if gate { Stdio::piped() } else { Stdio::null() });
+    Ok(Program::start(name, &mut cmd)?)
 }
 
-impl Started {
-    /// Start this binary as `name`, with `LESSON_CHILD=<first word of name>`,
-    /// the FIFO's path and its time limit in its environment. With `gate`,
-    /// its standard input is a pipe from us.
-    fn spawn(
-        name: &str,
-        fifo: &Path,
-        env: &[(&str, String)],
-        gate: bool,
-        pace: Pace,
-    ) -> Result<Started, Box<dyn Error>> {
-        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-        let role = name.split(' ').next().unwrap_or(name);
-        let mut cmd = Command::new(exe);
-        cmd.env(CHILD_ENV, role)
-            .env(FIFO_ENV, fifo)
-            .env(LIMIT_ENV, child_limit(pace).as_secs().to_string())
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(if gate { Stdio::piped() } else { Stdio::null() });
-        let lesson = getpid();
-        let mut unblock = SigSet::empty();
-        for s in HELD {
-            unblock.add(s);
-        }
-        // SAFETY: between fork and exec only async-signal-safe calls:
-        // prctl, getppid, sigprocmask; the errors are made from raw numbers
-        // (no allocation).
-        unsafe {
-            cmd.pre_exec(move || {
-                // Die with the lesson, even if it is SIGKILLed; this
-                // survives the exec.
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
-                // The lesson may have died before the prctl took effect.
-                if getppid() != lesson {
-                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
-                }
-                // The signal mask survives fork and exec: do not pass on
-                // the signals the lesson holds back while the FIFO exists.
-                sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&unblock), None)
-                    .map_err(io::Error::from)?;
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().map_err(|e| format!("spawn {name}: {e}"))?;
-        Ok(Started {
-            name: format!("{name} ({})", child.id()),
-            child,
-        })
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    fn try_wait(&mut self) -> Result<Option<ExitStatus>, Box<dyn Error>> {
-        Ok(self
-            .child
-            .try_wait()
-            .map_err(|e| format!("waitpid({}): {e}", self.name))?)
-    }
-
-    /// Wait (at most [`SYSTEM_TIMEOUT`]) for the program to exit 0.
-    fn expect_success(&mut self) -> Result<(), Box<dyn Error>> {
-        let deadline = Instant::now() + SYSTEM_TIMEOUT;
-        loop {
-            match self.try_wait()? {
-                Some(s) if s.success() => return Ok(()),
-                Some(s) => return Err(format!("{} failed: {s}", self.name).into()),
-                None if Instant::now() > deadline => {
-                    return Err(
-                        format!("{} still running after {SYSTEM_TIMEOUT:?}", self.name).into(),
-                    )
-                }
-                None => sleep(Duration::from_millis(1)),
+/// Wait until `/proc` shows the program asleep inside its `open` of the
+/// FIFO; returns what `/proc` said.
+fn blocked_in_open(program: &mut Program) -> Result<String, Box<dyn Error>> {
+    let pid = program.pid();
+    let deadline = Instant::now() + SYSTEM_TIMEOUT;
+    loop {
+        let stat = procfs::stat(pid)?;
+        let Some(stat) = stat.filter(|s| s.state != 'Z') else {
+            let status = program.try_wait()?;
+            return Err(format!("{} ended before it blocked: {status:?}", program.name()).into());
+        };
+        if stat.state == 'S' {
+            // wchan: the kernel function it sleeps in. syscall: the
+            // number of the system call it is in (and its arguments).
+            let wchan = procfs::wchan(pid)?;
+            let syscall = fs::read_to_string(format!("/proc/{pid}/syscall"))
+                .ok()
+                .and_then(|s| s.split(' ').next().and_then(|n| n.parse::<i64>().ok()));
+            let in_fifo_open = matches!(
+                wchan.as_deref(),
+                Some("wait_for_partner" | "fifo_open" | "pipe_wait")
+            );
+            let in_openat = syscall == Some(libc::SYS_openat);
+            // wchan reads "0" where the kernel hides it; then the
+            // system call number must do.
+            if in_fifo_open || (in_openat && wchan.is_none()) {
+                let call = match syscall {
+                    Some(n) if n == libc::SYS_openat => format!("{n} (openat)"),
+                    Some(n) => n.to_string(),
+                    None => "unreadable".to_string(),
+                };
+                return Ok(format!(
+                    "/proc/{pid}/stat state S, /proc/{pid}/wchan {}, /proc/{pid}/syscall {call}",
+                    wchan.as_deref().unwrap_or("0")
+                ));
             }
         }
-    }
-
-    /// Wait until `/proc` shows the program asleep inside its `open` of the
-    /// FIFO; returns what `/proc` said.
-    fn blocked_in_open(&mut self) -> Result<String, Box<dyn Error>> {
-        let pid = self.pid();
-        let deadline = Instant::now() + SYSTEM_TIMEOUT;
-        loop {
-            let stat = procfs::stat(pid)?;
-            let Some(stat) = stat.filter(|s| s.state != 'Z') else {
-                let status = self.try_wait()?;
-                return Err(format!("{} ended before it blocked: {status:?}", self.name).into());
-            };
-            if stat.state == 'S' {
-                // wchan: the kernel function it sleeps in. syscall: the
-                // number of the system call it is in (and its arguments).
-                let wchan = fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
-                let syscall = fs::read_to_string(format!("/proc/{pid}/syscall"))
-                    .ok()
-                    .and_then(|s| s.split(' ').next().and_then(|n| n.parse::<i64>().ok()));
-                let in_fifo_open = matches!(
-                    wchan.as_str(),
-                    "wait_for_partner" | "fifo_open" | "pipe_wait"
-                );
-                let in_openat = syscall == Some(libc::SYS_openat);
-                // wchan reads "0" where the kernel hides it; then the
-                // system call number must do.
-                if in_fifo_open || (in_openat && matches!(wchan.as_str(), "" | "0")) {
-                    let call = match syscall {
-                        Some(n) if n == libc::SYS_openat => format!("{n} (openat)"),
-                        Some(n) => n.to_string(),
-                        None => "unreadable".to_string(),
-                    };
-                    return Ok(format!(
-                        "/proc/{pid}/stat state S, /proc/{pid}/wchan {wchan}, /proc/{pid}/syscall {call}"
-                    ));
-                }
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "{} never blocked in open (last state {})",
-                    self.name, stat.state
-                )
-                .into());
-            }
-            sleep(Duration::from_millis(1));
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{} never blocked in open (last state {})",
+                program.name(),
+                stat.state
+            )
+            .into());
         }
-    }
-}
-
-impl Drop for Started {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        sleep(Duration::from_millis(1));
     }
 }
 
@@ -993,37 +932,4 @@ fn pause(pace: Pace, pids: &[i32]) {
         fds.join(" ")
     );
     pace.sleep(PAUSE_SECS);
-}
-
-// ---------------------------------------------------------------------------
-// Holding signals back while the FIFO exists.
-
-const HELD: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
-
-/// SIGINT, SIGTERM and SIGHUP held back (blocked) while this lives; one that
-/// arrived meanwhile is delivered when it is dropped, and ends the lesson
-/// then, with the FIFO already gone. Create it before anything it protects,
-/// so that it is dropped last, after the clean-up, on an error path too.
-/// A SIGKILL cannot be held back: the window stays a few milliseconds long.
-struct HoldSignals {
-    old: SigSet,
-}
-
-impl HoldSignals {
-    fn new() -> Result<Self, Box<dyn Error>> {
-        let mut set = SigSet::empty();
-        for s in HELD {
-            set.add(s);
-        }
-        let mut old = SigSet::empty();
-        sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old))
-            .map_err(|e| format!("sigprocmask: {e}"))?;
-        Ok(HoldSignals { old })
-    }
-}
-
-impl Drop for HoldSignals {
-    fn drop(&mut self) {
-        let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.old), None);
-    }
 }

@@ -13,7 +13,8 @@
 //! (4); a write to a pipe without readers fails with `EPIPE`, and kills a
 //! process that has not ignored SIGPIPE (5); which calls make pipes
 //! close-on-exec, and how a write end leaked into an exec'd program withholds
-//! end of file (6).
+//! end of file (6; the program is started with `Command`, through
+//! `common::program::Program`, which makes it die with the lesson).
 //!
 //! Key points:
 //! - A pipe is a kernel buffer (64 KiB by default) with a read end and a
@@ -86,6 +87,7 @@ use std::time::{Duration, Instant};
 
 use common::fork::{exit_code, spawn, Child};
 use common::opts::{Args, Opt, Pace, Spec};
+use common::program::Program;
 use common::{describe, say, warn};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
@@ -505,7 +507,7 @@ fn close_on_exec(pace: Pace) -> Result<(), Box<dyn Error>> {
     // A new program: `Command` forks (every descriptor is copied) and then
     // execs (those marked FD_CLOEXEC are closed). Rust's `Command` closes
     // nothing else, and neither does C's `fork` + `exec`.
-    let mut holder = Holder::spawn()?;
+    let mut holder = start_holder()?;
     let pid = holder.pid();
     let leaked = pipe_fds(pid, inode(leaky_tx.as_fd())?)?;
     let tight = pipe_fds(pid, inode(tight_tx.as_fd())?)?;
@@ -552,7 +554,9 @@ fn close_on_exec(pace: Pace) -> Result<(), Box<dyn Error>> {
         "nix::unistd::pipe(): no end of file after {:.1} s: the holder's leaked copy keeps the pipe open",
         waited.as_secs_f64()
     );
-    holder.finish()?;
+    // Close the holder's stdin (its cue to leave) and wait for it to exit.
+    drop(holder.child_mut().stdin.take());
+    holder.expect_success(SYSTEM_TIMEOUT)?;
     wait_ready(
         leaky_rx.as_fd(),
         PollFlags::POLLIN,
@@ -573,61 +577,17 @@ fn cloexec(fd: BorrowedFd<'_>) -> Result<bool, Box<dyn Error>> {
     Ok(FdFlag::from_bits_truncate(flags).contains(FdFlag::FD_CLOEXEC))
 }
 
-/// A program started with `Command` (fork, then exec of this binary with
-/// `LESSON_CHILD=holder`) that lives until its stdin closes. If the lesson
-/// dies, its end of that stdin pipe closes too, so the holder never outlives
-/// it. Dropped early (an error path), it is killed and reaped.
-struct Holder {
-    child: std::process::Child,
-}
-
-impl Holder {
-    fn spawn() -> Result<Holder, Box<dyn Error>> {
-        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-        let child = Command::new(exe)
-            .env("LESSON_CHILD", "holder")
-            .stdin(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("fork/exec of the holder: {e}"))?;
-        // `spawn` returns once the exec has succeeded: the holder's
-        // descriptors are final by now.
-        Ok(Holder { child })
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    /// Close the holder's stdin (its cue to leave) and wait for it to exit.
-    fn finish(&mut self) -> Result<(), Box<dyn Error>> {
-        drop(self.child.stdin.take());
-        let deadline = deadline();
-        loop {
-            if let Some(status) = self.child.try_wait().map_err(|e| format!("waitpid: {e}"))? {
-                if !status.success() {
-                    return Err(format!("holder {}: {status}", self.pid()).into());
-                }
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "holder {} still running after {SYSTEM_TIMEOUT:?}",
-                    self.pid()
-                )
-                .into());
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// Start the holder: this binary again with `LESSON_CHILD=holder`, through
+/// `Command` (fork, then exec), as a `common::program::Program`, which dies
+/// with the lesson and is killed and reaped if dropped early (an error path).
+/// It lives until its stdin closes.
+fn start_holder() -> Result<Program, Box<dyn Error>> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let mut cmd = Command::new(exe);
+    cmd.env("LESSON_CHILD", "holder").stdin(Stdio::piped());
+    // `start` returns once the exec has succeeded: the holder's descriptors
+    // are final by now.
+    Ok(Program::start("holder", &mut cmd)?)
 }
 
 /// The holder's whole life: wait until stdin reaches end of file.

@@ -14,10 +14,11 @@
 //! `exec` replaces its whole address space. It can reach the memory only
 //! through a name in the file system: `/dev/shm/shared_value-<pid>-<random>`.
 //! The parent creates the segment, starts this same program again with the
-//! name in its environment, waits until the child says (with a flag in the
-//! segment) that it has mapped it, and removes the name at once. Both go on
-//! using the memory: the parent writes a work order, the child carries it
-//! out, and the parent sees the child's change.
+//! name in its environment (a `common::program::Program`, which dies with the
+//! lesson), waits until the child says (with a flag in the segment) that it
+//! has mapped it, and removes the name at once. Both go on using the memory:
+//! the parent writes a work order, the child carries it out, and the parent
+//! sees the child's change.
 //!
 //! Key points:
 //! - `value += 1` on shared memory is three steps: load the value into a
@@ -74,19 +75,18 @@
 //! values), `process_lock`, `process_semaphore`.
 
 use std::error::Error;
-use std::io;
 use std::path::Path;
-use std::process::{Command, ExitStatus};
+use std::process::Command;
 use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use common::fork::{exit_code, spawn, Child};
 use common::opts::{Args, Opt, Pace, Spec};
+use common::program::Program;
 use common::shm::NamedShared;
+use common::signals::Hold;
 use common::{describe, names, say, warn, Locked, Mutex, MutexGuard, Semaphore, Shared};
-use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
-use nix::unistd::getppid;
 
 const SPEC: Spec = Spec {
     name: "shared_value",
@@ -115,7 +115,6 @@ const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
 /// The environment of the process started with `Command` in part 3.
 const CHILD_ENV: &str = "LESSON_CHILD";
 const NAME_ENV: &str = "LESSON_SHM_NAME";
-const PARENT_ENV: &str = "LESSON_PARENT_PID";
 
 fn main() {
     let args = Args::parse(&SPEC);
@@ -277,7 +276,7 @@ fn by_name(n: u64, start: i64, pace: Pace) -> Result<(), Box<dyn Error>> {
     // SIGTERM in that window would end us before we remove it, so those
     // signals are held back (blocked) until the unlink, then delivered. A
     // SIGKILL cannot be held back: keep the window short.
-    let held = HoldSignals::new()?;
+    let held = Hold::new()?;
     // shm_open(O_CREAT | O_EXCL, 0600), ftruncate, mmap(MAP_SHARED).
     let mut seg = NamedShared::create(
         &name,
@@ -290,18 +289,25 @@ fn by_name(n: u64, start: i64, pace: Pace) -> Result<(), Box<dyn Error>> {
     )?;
     say!("created {} (mode 0600, exclusive)", path.display());
 
+    // Unlike a forked child, a program started with Command is not killed
+    // when we die, and it inherits our signal mask (the mask survives fork
+    // and exec): started now, while SIGINT and SIGTERM are held back, it
+    // would hold them back for good. `Program::start` fixes both before the
+    // exec: PR_SET_PDEATHSIG(SIGKILL) and an empty mask.
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let mut child = Started::spawn(
+    let mut child = Program::start(
+        "child",
         Command::new(exe)
             .env(CHILD_ENV, "named")
             .env(NAME_ENV, &name)
-            .env(PARENT_ENV, std::process::id().to_string())
             .env("LESSON_PACE", pace.0.to_string()),
     )?;
     let child_pid = child.pid();
 
     // Wait for the condition itself: the child's flag in the segment.
-    let attached = child.wait_for(SYSTEM_TIMEOUT, || seg.attached.load(Ordering::Acquire) != 0)?;
+    let attached = wait_for(&mut child, SYSTEM_TIMEOUT, || {
+        seg.attached.load(Ordering::Acquire) != 0
+    })?;
     if !attached {
         return Err(format!("child {child_pid} did not attach within {SYSTEM_TIMEOUT:?}").into());
     }
@@ -329,13 +335,7 @@ fn by_name(n: u64, start: i64, pace: Pace) -> Result<(), Box<dyn Error>> {
     pause_to_watch(pace, &[child_pid]);
     // The work order travels through the memory, not the (gone) name.
     seg.order.store(n, Ordering::Release);
-    match child.wait_timeout(CHILD_TIMEOUT)? {
-        Some(status) if status.success() => {}
-        Some(status) => return Err(format!("child {child_pid}: {status}").into()),
-        None => {
-            return Err(format!("child {child_pid} still running after {CHILD_TIMEOUT:?}").into())
-        }
-    }
+    child.expect_success(CHILD_TIMEOUT)?;
 
     // The child has ended and been reaped, so every write it made is visible.
     let value = seg.value.load(Ordering::Relaxed);
@@ -367,22 +367,8 @@ fn by_name(n: u64, start: i64, pace: Pace) -> Result<(), Box<dyn Error>> {
 /// segment only by the name in its environment.
 fn named_child(args: &Args) -> Result<(), Box<dyn Error>> {
     common::out::set_role("child");
-    // The signal mask survives fork and exec (Rust's `spawn` keeps it too):
-    // the parent started us while holding SIGINT and SIGTERM back, so we
-    // would hold them back for good. Let them through again.
-    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
-        .map_err(|e| format!("sigprocmask: {e}"))?;
-    // Die with the parent, as forked children do (`exec` keeps this setting).
-    // The parent may have died before the prctl took effect: check.
-    let parent: i32 = env(PARENT_ENV)?
-        .parse()
-        .map_err(|e| format!("{PARENT_ENV}: {e}"))?;
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-        .map_err(|e| format!("prctl(PR_SET_PDEATHSIG): {e}"))?;
-    if getppid().as_raw() != parent {
-        return Err(format!("my parent {parent} is gone").into());
-    }
-
+    // We die with the parent and let SIGINT and SIGTERM through: the
+    // parent's `Program::start` saw to both before our exec.
     let name = env(NAME_ENV)?;
     // SAFETY: the segment was created by our parent, which is this same
     // program, holding a `Meeting`.
@@ -476,90 +462,22 @@ fn pause_to_watch(pace: Pace, children: &[i32]) {
     pace.sleep(PAUSE_SECS);
 }
 
-/// SIGINT, SIGTERM and SIGHUP held back (blocked) while this lives; one that
-/// arrived meanwhile is delivered when it is dropped.
-struct HoldSignals {
-    old: SigSet,
-}
-
-impl HoldSignals {
-    fn new() -> Result<Self, Box<dyn Error>> {
-        let mut set = SigSet::empty();
-        for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-            set.add(s);
+/// Poll `done` every millisecond for at most `timeout`; fails at once if the
+/// program ends first (it will never set the flag then).
+fn wait_for(
+    child: &mut Program,
+    timeout: Duration,
+    done: impl Fn() -> bool,
+) -> Result<bool, Box<dyn Error>> {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        if let Some(status) = child.try_wait()? {
+            return Err(format!("{} ended early: {status}", child.name()).into());
         }
-        let mut old = SigSet::empty();
-        sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old))
-            .map_err(|e| format!("sigprocmask: {e}"))?;
-        Ok(HoldSignals { old })
-    }
-}
-
-impl Drop for HoldSignals {
-    fn drop(&mut self) {
-        let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.old), None);
-    }
-}
-
-/// A process started with `Command`. Dropped while it still runs (an error
-/// path), it is killed and reaped: no stray process, no zombie.
-struct Started(std::process::Child);
-
-impl Started {
-    fn spawn(cmd: &mut Command) -> Result<Self, Box<dyn Error>> {
-        Ok(Started(cmd.spawn().map_err(|e| format!("spawn: {e}"))?))
-    }
-
-    fn pid(&self) -> i32 {
-        self.0.id() as i32
-    }
-
-    /// Poll `done` every millisecond for at most `timeout`; fails at once if
-    /// the process ends first.
-    fn wait_for(
-        &mut self,
-        timeout: Duration,
-        done: impl Fn() -> bool,
-    ) -> Result<bool, Box<dyn Error>> {
-        let deadline = Instant::now() + timeout;
-        while !done() {
-            if let Some(status) = self.try_wait()? {
-                return Err(format!("child {} ended early: {status}", self.pid()).into());
-            }
-            if Instant::now() > deadline {
-                return Ok(false);
-            }
-            sleep(Duration::from_millis(1));
+        if Instant::now() > deadline {
+            return Ok(false);
         }
-        Ok(true)
+        sleep(Duration::from_millis(1));
     }
-
-    fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
-        self.0
-            .try_wait()
-            .map_err(|e| io::Error::other(format!("waitpid: {e}")))
-    }
-
-    /// Wait at most `timeout` for the process to end and reap it.
-    fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.try_wait()? {
-                return Ok(Some(status));
-            }
-            if Instant::now() > deadline {
-                return Ok(None);
-            }
-            sleep(Duration::from_millis(1));
-        }
-    }
-}
-
-impl Drop for Started {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
+    Ok(true)
 }

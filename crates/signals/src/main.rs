@@ -473,18 +473,14 @@ struct Masks {
 }
 
 fn masks(pid: u32) -> Result<Masks, Box<dyn Error>> {
-    let path = format!("/proc/{pid}/status");
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
-    let field = |name: &str| -> Result<u64, String> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-            .ok_or_else(|| format!("{path}: no {name} line"))
+    let field = |name: &str| -> Result<u64, Box<dyn Error>> {
+        let hex = procfs::status_field(pid as i32, name)?;
+        u64::from_str_radix(&hex, 16).map_err(|e| format!("/proc/{pid}/status: {name}: {e}").into())
     };
     Ok(Masks {
-        blocked: field("SigBlk:")?,
-        ignored: field("SigIgn:")?,
-        caught: field("SigCgt:")?,
+        blocked: field("SigBlk")?,
+        ignored: field("SigIgn")?,
+        caught: field("SigCgt")?,
     })
 }
 
