@@ -10,6 +10,8 @@
 #   the README's performance section. A failed check (a lost update, a
 #   wrong answer) makes the script exit 1.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 with_reference=
 if [[ ${1:-} == --with-reference ]]; then
@@ -17,19 +19,12 @@ if [[ ${1:-} == --with-reference ]]; then
     shift
 fi
 reps=${1:-3}
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$root"
-reference=${REFERENCE_BENCH:-$root/../shared/bench/run.sh}
-
-if [[ -n ${LESSON_BIN_DIR:-} ]]; then
-    bin_dir=$LESSON_BIN_DIR
-else
-    cargo build -q --release -p performance -p process_pool -p process_barrier -p manager
-    bin_dir=${CARGO_TARGET_DIR:-$root/target}/release
-fi
+enter_repo
+reference=${REFERENCE_BENCH:-$lesson_root/../shared/bench/run.sh}
+bin_dir=$(lesson_bin_dir release -p performance -p process_pool -p process_barrier -p manager)
 
 raw=$(mktemp)
-trap 'rm -f "$raw"' EXIT
+remove_at_exit "$raw"
 status=0
 
 # One round of every Rust figure, appended to $raw.

@@ -7,37 +7,17 @@
 #        PACE scales how long the lesson leaves the deadlock in place
 #        (default 1: about 3 seconds). Honours CARGO_TARGET_DIR.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-pace="${1:-${LESSON_PACE:-1}}"
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-
-# LESSON_BIN_DIR: use binaries built elsewhere (the tests do) instead of building.
-if [[ -n ${LESSON_BIN_DIR:-} ]]; then
-    bin=$LESSON_BIN_DIR/deadlock
-else
-    cargo build --quiet -p deadlock
-    bin="${CARGO_TARGET_DIR:-target}/debug/deadlock"
-fi
-if [[ ! -x "$bin" ]]; then
-    echo "deadlock.sh: $bin not found after cargo build" >&2
-    exit 1
-fi
-
+pace="$(lesson_pace 1 "${1:-}")"
+enter_repo
+bin="$(lesson_bin deadlock)"
 out="$(mktemp)"
-pid=""
-cleanup() {
-    # Only the lesson we started; its workers die with it (PR_SET_PDEATHSIG).
-    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    fi
-    rm -f "$out"
-}
-trap cleanup EXIT
+remove_at_exit "$out"
 
-"$bin" --pace "$pace" >"$out" 2>&1 &
-pid=$!
+start_lesson "$bin" --pace "$pace" >"$out" 2>&1
+pid=$lesson_pid
 echo "started the deadlock lesson as PID $pid (pace $pace)"
 
 # Wait for the lesson to say that both workers are blocked.
@@ -73,8 +53,7 @@ echo "ps -o pid,ppid,stat,wchan:20,comm --ppid $pid"
 echo "$view"
 
 status=0
-wait "$pid" || status=$?
-pid=""
+wait_lesson || status=$?
 echo "--- the lesson's output"
 cat "$out"
 

@@ -12,44 +12,16 @@
 #   Installs strace and gdb with apt-get when missing and run as root.
 #   Run from anywhere inside the repository. Takes a few seconds.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$root"
-
-missing=()
-for tool in strace gdb; do
-    command -v "$tool" >/dev/null || missing+=("$tool")
-done
-if ((${#missing[@]} > 0)); then
-    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-        echo "installing ${missing[*]}" >&2
-        apt-get update -qq >&2
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
-    else
-        echo "debugging.sh: needs ${missing[*]}: apt-get install ${missing[*]}" >&2
-        exit 1
-    fi
-fi
-
-# LESSON_BIN_DIR: use binaries built elsewhere (the tests do) instead of building.
-# gdb needs the debug build (symbols and line numbers).
-if [[ -n ${LESSON_BIN_DIR:-} ]]; then
-    bin=$LESSON_BIN_DIR/zombie
-else
-    cargo build -q -p zombie
-    bin=${CARGO_TARGET_DIR:-$root/target}/debug/zombie
-fi
-
+enter_repo
+need_tool strace
+need_tool gdb
+# gdb needs the debug build (symbols and line numbers): lesson_bin's.
+bin=$(lesson_bin zombie)
 work=$(mktemp -d)
-parent=
-cleanup() {
-    # The parent that gdb detached from runs on by itself: make sure it is gone.
-    if [[ -n $parent ]] && kill -0 "$parent" 2>/dev/null; then
-        kill "$parent" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
+remove_at_exit "$work"
 fail() {
     echo "debugging.sh: $*" >&2
     exit 1
@@ -85,9 +57,10 @@ echo "- '$tracee wait4($child, [{WIFEXITED(s) && WEXITSTATUS(s) == 42}], 0, NULL
 echo "  waitpid() is wait4; it collects the status and frees the zombie. Later,"
 echo "  wait4(-1, ..., WNOHANG) = -1 ECHILD is the SIGCHLD handler finding no more"
 echo "  children, and the last wait4 fails with ECHILD because SIGCHLD is ignored."
-grep -qE "^$child exit_group\(42\)" "$work/strace.log" ||
+# strace pads the PID to five columns: "4242  exit_group(42)".
+grep -qE "^$child +exit_group\(42\)" "$work/strace.log" ||
     fail "strace did not show the child $child calling exit_group(42)"
-grep -qE "^$tracee wait4\($child, \[\{WIFEXITED\(s\) && WEXITSTATUS\(s\) == 42\}\], 0, NULL\) = $child" "$work/strace.log" ||
+grep -qE "^$tracee +wait4\($child, \[\{WIFEXITED\(s\) && WEXITSTATUS\(s\) == 42\}\], 0, NULL\) = $child" "$work/strace.log" ||
     fail "strace did not show the parent $tracee reaping $child with status 42"
 echo "strace: parent $tracee forked $child, $child called exit_group(42), $tracee reaped it with wait4"
 
@@ -116,6 +89,9 @@ echo "      -ex 'info proc status' -ex continue --args $bin --pace 0"
 LESSON_PACE=0 timeout 60 gdb "${gdb_args[@]}" --args "$bin" --pace 0 >"$work/gdb.out" 2>&1 ||
     fail "gdb failed: $(cat "$work/gdb.out")"
 parent=$(sed -n 's/^\[Detaching after fork from parent process \([0-9]*\)\]$/\1/p' "$work/gdb.out" | head -1)
+# The parent that gdb detached from runs on by itself: until it is done, the
+# exit trap stops it (it is not our child: the trap cannot wait for it).
+lesson_pid=$parent
 hit=$(grep -m1 'hit Breakpoint 1, common::fork::child_exit' "$work/gdb.out" || true)
 stopped=$(sed -n 's/^process \([0-9]*\)$/\1/p' "$work/gdb.out" | head -1)
 ppid=$(sed -n 's/^PPid:[[:space:]]*\([0-9]*\)$/\1/p' "$work/gdb.out" | head -1)
@@ -154,4 +130,4 @@ if grep -q "^\[parent $parent\] all checks passed" "$work/gdb.out"; then
     echo "the detached parent $parent finished the lesson by itself: all checks passed"
 fi
 echo "gdb: the breakpoint was hit in child $stopped, whose parent $parent is the process gdb detached from"
-parent=
+lesson_pid=

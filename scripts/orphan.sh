@@ -10,13 +10,15 @@
 #   makes the lesson's main process the adopter. Run from anywhere inside
 #   the repository.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
     echo "usage: $0 [PACE] [--subreaper]" >&2
     exit 2
 }
 
-pace=${LESSON_PACE:-0.3}
+pace=$(lesson_pace 0.3)
 lesson_args=()
 for arg in "$@"; do
     case $arg in
@@ -26,34 +28,16 @@ for arg in "$@"; do
     esac
 done
 [[ $pace =~ ^[0-9]+([.][0-9]+)?$ ]] || usage
-pace=$(awk -v p="$pace" 'BEGIN { print (p < 0.05 ? 0.05 : p) }')
+pace=$(pace_at_least 0.05 "$pace")
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$root"
-# LESSON_BIN_DIR: use binaries built elsewhere (the tests do) instead of building.
-if [[ -n ${LESSON_BIN_DIR:-} ]]; then
-    bin=$LESSON_BIN_DIR/orphan
-else
-    cargo build -q -p orphan
-    bin=${CARGO_TARGET_DIR:-$root/target}/debug/orphan
-fi
-
+enter_repo
+bin=$(lesson_bin orphan)
 out=$(mktemp)
-pid=
-cleanup() {
-    # Only the lesson we started; its own children end with it.
-    if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    fi
-    rm -f "$out"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+remove_at_exit "$out"
 
 # Pauses of 10 s, scaled by the pace: long enough for us to look.
-"$bin" --pace "$pace" --parent-stays 10 --orphan-stays 10 ${lesson_args[@]+"${lesson_args[@]}"} >"$out" 2>&1 &
-pid=$!
+start_lesson "$bin" --pace "$pace" --parent-stays 10 --orphan-stays 10 ${lesson_args[@]+"${lesson_args[@]}"} >"$out" 2>&1
+pid=$lesson_pid
 echo "started the orphan lesson as PID $pid (pace $pace)"
 
 # The orphan's first line names it and its parent: "[orphan 4244] my parent is 4243".
@@ -107,8 +91,7 @@ while now=$(ps -o ppid=,stat= -p "$orphan"); do
 done
 
 status=0
-wait "$pid" || status=$?
-pid=
+wait_lesson || status=$?
 echo "the lesson's own output:"
 cat "$out"
 if [[ $status -ne 0 ]]; then

@@ -11,41 +11,21 @@
 #   Set LESSON_BIN to a built binary, or LESSON_BIN_DIR to a directory of
 #   built lessons, to skip `cargo build`.
 set -euo pipefail
-
-root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 if [[ -n ${LESSON_BIN:-} ]]; then
     bin=$LESSON_BIN
-elif [[ -n ${LESSON_BIN_DIR:-} ]]; then
-    bin=$LESSON_BIN_DIR/pipe_communication
-else
-    # Cargo says where it put the binary (a CARGO_TARGET_DIR is honoured).
-    bin=$(cargo build --quiet --message-format=json-render-diagnostics \
-        --manifest-path "$root/Cargo.toml" -p pipe_communication --bin pipe_communication |
-        sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
-fi
-if [[ ! -x $bin ]]; then
-    echo "error: no lesson binary (got '$bin')" >&2
-    exit 1
-fi
-
-lesson_pid=""
-cleanup() {
-    # Only the process this script started; its children die with it (they
-    # asked for SIGKILL on their parent's death, or see their stdin close).
-    if [[ -n $lesson_pid ]] && kill -0 "$lesson_pid" 2>/dev/null; then
-        kill "$lesson_pid" 2>/dev/null || true
-        wait "$lesson_pid" 2>/dev/null || true
+    if [[ ! -x $bin ]]; then
+        echo "error: no lesson binary (got '$bin')" >&2
+        exit 1
     fi
-}
-trap cleanup EXIT
-# Ctrl-C or kill: leave through the EXIT trap. (The lesson, started in the
-# background by a script, ignores SIGINT, so the trap must stop it.)
-trap 'exit 130' INT
-trap 'exit 143' TERM
+else
+    bin=$(lesson_bin pipe_communication)
+fi
 
-"$bin" "$@" &
-lesson_pid=$!
+# Its output goes straight to the terminal, between our [watch] lines.
+start_lesson "$bin" "$@"
 
 # Whether the lesson still runs (a zombie does not count: it holds no fds).
 alive() {
@@ -113,8 +93,7 @@ if [[ -n $shared ]]; then
 fi
 
 status=0
-wait "$lesson_pid" || status=$?
-lesson_pid=""
+wait_lesson || status=$?
 
 if [[ -z $shared ]]; then
     echo "error: never saw a pipe shared by the lesson and a child (was the pause 0?)" >&2

@@ -12,43 +12,18 @@
 #   iproute2), which it installs with apt-get when missing and run as root.
 #   Run from anywhere inside the repository.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-pace=${1:-${LESSON_PACE:-0.5}}
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$root"
-
-if ! command -v ss >/dev/null; then
-    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-        echo "ss is missing: installing iproute2" >&2
-        apt-get update -qq >&2
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >&2
-    else
-        echo "prefork_server.sh: needs ss: apt-get install iproute2" >&2
-        exit 1
-    fi
-fi
-
-# LESSON_BIN_DIR: use binaries built elsewhere (the tests do) instead of building.
-if [[ -n ${LESSON_BIN_DIR:-} ]]; then
-    bin=$LESSON_BIN_DIR/prefork_server
-else
-    cargo build -q -p prefork_server
-    bin=${CARGO_TARGET_DIR:-$root/target}/debug/prefork_server
-fi
-
+pace=$(lesson_pace 0.5 "${1:-}")
+enter_repo
+need_tool ss iproute2
+bin=$(lesson_bin prefork_server)
 out=$(mktemp)
-pid=
-cleanup() {
-    if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    fi
-    rm -f "$out"
-}
-trap cleanup EXIT
+remove_at_exit "$out"
 
-"$bin" --pace "$pace" >"$out" 2>&1 &
-pid=$!
+start_lesson "$bin" --pace "$pace" >"$out" 2>&1
+pid=$lesson_pid
 echo "started the prefork_server lesson as PID $pid (pace $pace)"
 
 # The lesson prints "see for yourself: ss -ltnp 'sport = :PORT'" once per
@@ -86,8 +61,7 @@ for _ in $(seq 1 1500); do
 done
 
 status=0
-wait "$pid" || status=$?
-pid=
+wait_lesson || status=$?
 echo "the lesson's own output:"
 cat "$out"
 if ((status != 0)); then

@@ -8,36 +8,20 @@
 #   PACE scales the lesson's pauses (default: $LESSON_PACE or 1). Run from
 #   anywhere inside the repository.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-pace=${1:-${LESSON_PACE:-1}}
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$root"
-# LESSON_BIN_DIR: use binaries built elsewhere (the tests do) instead of building.
-if [[ -n ${LESSON_BIN_DIR:-} ]]; then
-    bin=$LESSON_BIN_DIR/process_pool
-else
-    cargo build -q -p process_pool
-    bin=${CARGO_TARGET_DIR:-$root/target}/debug/process_pool
-fi
-
+pace=$(lesson_pace 1 "${1:-}")
+enter_repo
+bin=$(lesson_bin process_pool)
 out=$(mktemp)
-pid=
-cleanup() {
-    if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
-        # It may be stopped (see below): wake it, so it can die. Its workers
-        # die with it (PR_SET_PDEATHSIG).
-        kill -CONT "$pid" 2>/dev/null || true
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    fi
-    rm -f "$out"
-}
-trap cleanup EXIT
+remove_at_exit "$out"
 
-"$bin" --pace "$pace" >"$out" 2>&1 &
-pid=$!
-lesson=$pid
-echo "started the process_pool lesson as PID $lesson (pace $pace)"
+# The exit trap wakes the lesson if we stopped it (see below), so that it
+# can die; its workers die with it (PR_SET_PDEATHSIG).
+start_lesson "$bin" --pace "$pace" >"$out" 2>&1
+pid=$lesson_pid
+echo "started the process_pool lesson as PID $pid (pace $pace)"
 
 # The lesson prints "pausing" once its workers are up and asleep.
 for _ in $(seq 1 1500); do
@@ -72,8 +56,7 @@ kill -CONT "$pid"
 echo
 
 status=0
-wait "$pid" || status=$?
-pid=
+wait_lesson || status=$?
 tail -n +"$((shown + 1))" "$out"
 echo
 if [[ -z $said || $said != "$seen" ]]; then
@@ -89,4 +72,4 @@ if [[ $status -ne 0 ]]; then
     echo "process_pool.sh: the lesson failed (exit status $status)" >&2
     exit 1
 fi
-echo "process_pool.sh: saw the $count workers as children of the lesson (PID $lesson), all asleep; the lesson passed its checks"
+echo "process_pool.sh: saw the $count workers as children of the lesson (PID $pid), all asleep; the lesson passed its checks"

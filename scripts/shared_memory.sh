@@ -14,38 +14,22 @@
 #   below 0.05 it is raised to 0.05, so that there is time to look). Run
 #   from anywhere inside the repository.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
     echo "usage: $0 [PACE]" >&2
     exit 2
 }
 
-pace=${1:-${LESSON_PACE:-0.3}}
+pace=$(lesson_pace 0.3 "${1:-}")
 [[ $# -le 1 && $pace =~ ^[0-9]+([.][0-9]+)?$ ]] || usage
-pace=$(awk -v p="$pace" 'BEGIN { print (p < 0.05 ? 0.05 : p) }')
+pace=$(pace_at_least 0.05 "$pace")
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$root"
-# LESSON_BIN_DIR: use binaries built elsewhere (the tests do) instead of building.
-if [[ -n ${LESSON_BIN_DIR:-} ]]; then
-    bin=$LESSON_BIN_DIR/shared_value
-else
-    cargo build -q -p shared_value
-    bin=${CARGO_TARGET_DIR:-$root/target}/debug/shared_value
-fi
-
+enter_repo
+bin=$(lesson_bin shared_value)
 out=$(mktemp)
-pid=
-cleanup() {
-    # Only the lesson we started; its children die with it (PDEATHSIG).
-    if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    fi
-    rm -f "$out"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+remove_at_exit "$out"
 
 # The shared (rw-s) mappings of process $1 whose path matches the regular
 # expression $2, one per line, columns separated by single spaces:
@@ -82,8 +66,8 @@ same_in_both() {
     return $found
 }
 
-"$bin" --pace "$pace" >"$out" 2>&1 &
-pid=$!
+start_lesson "$bin" --pace "$pace" >"$out" 2>&1
+pid=$lesson_pid
 echo "started the shared_value lesson as PID $pid (pace $pace)"
 
 anon='^(/dev/zero \(deleted\)|\[anon_shmem)'
@@ -129,13 +113,11 @@ while :; do
 done
 
 status=0
-lesson=$pid
-wait "$pid" || status=$?
-pid=
+wait_lesson || status=$?
 echo
 echo "the lesson said:"
 cat "$out"
-left=$(find /dev/shm -maxdepth 1 -name "shared_value-$lesson-*" | head -n 5)
+left=$(find /dev/shm -maxdepth 1 -name "shared_value-$pid-*" | head -n 5)
 if [[ $status -ne 0 ]]; then
     echo "shared_memory.sh: the lesson failed with status $status" >&2
     exit 1

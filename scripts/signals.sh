@@ -10,32 +10,18 @@
 #   PACE (> 0) scales the lesson's pauses (default: $LESSON_PACE or 0.3).
 #   Run from anywhere inside the repository.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-pace=${1:-${LESSON_PACE:-0.3}}
+pace=$(lesson_pace 0.3 "${1:-}")
 if [[ $pace =~ ^[0.]*$ ]]; then
     echo "signals.sh: PACE must be above 0 (the lesson's wait is scaled by it)" >&2
     exit 2
 fi
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$root"
-# LESSON_BIN_DIR: use binaries built elsewhere (the tests do) instead of building.
-if [[ -n ${LESSON_BIN_DIR:-} ]]; then
-    bin=$LESSON_BIN_DIR/signals
-else
-    cargo build -q -p signals
-    bin=${CARGO_TARGET_DIR:-$root/target}/debug/signals
-fi
-
+enter_repo
+bin=$(lesson_bin signals)
 out=$(mktemp)
-pid=
-cleanup() {
-    if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    fi
-    rm -f "$out"
-}
-trap cleanup EXIT
+remove_at_exit "$out"
 
 # Signal numbers, and their bits in the masks.
 usr1=$(kill -l USR1)
@@ -61,8 +47,8 @@ decode() {
 }
 
 # The window is long (100 s at pace 1), but our SIGUSR1 ends it early.
-"$bin" --pace "$pace" --window 100 >"$out" 2>&1 &
-pid=$!
+start_lesson "$bin" --pace "$pace" --window 100 >"$out" 2>&1
+pid=$lesson_pid
 echo "started the signals lesson as PID $pid (pace $pace)"
 
 blk=0 ign=0 cgt=0 seen=
@@ -108,8 +94,7 @@ echo "sending SIGUSR1 from this shell, PID $me"
 kill -USR1 "$pid"
 
 status=0
-wait "$pid" || status=$?
-pid=
+wait_lesson || status=$?
 echo "the lesson's output:"
 cat "$out"
 if ((status != 0)); then

@@ -6,17 +6,12 @@
 #   COUNT defaults to 25. Lessons run with LESSON_PACE=0; each run has a
 #   time limit of 120 s.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 count=${1:-25}
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$root"
-# LESSON_BIN_DIR: use binaries built elsewhere instead of building.
-if [[ -n ${LESSON_BIN_DIR:-} ]]; then
-    bin_dir=$LESSON_BIN_DIR
-else
-    cargo build -q --workspace --bins
-    bin_dir=${CARGO_TARGET_DIR:-$root/target}/debug
-fi
+enter_repo
+bin_dir=$(lesson_bin_dir debug --workspace --bins)
 
 lessons=()
 for dir in crates/*/; do
@@ -24,7 +19,7 @@ for dir in crates/*/; do
 done
 
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+remove_at_exit "$log"
 for name in "${lessons[@]}"; do
     args=()
     [[ $name == performance ]] && args=(--quick)

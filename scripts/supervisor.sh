@@ -7,32 +7,19 @@
 #   PACE scales the lesson's steps and back-off delays (default:
 #   $LESSON_PACE or 0.5). Run from anywhere inside the repository.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-pace=${1:-${LESSON_PACE:-0.5}}
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$root"
-# LESSON_BIN_DIR: use binaries built elsewhere (the tests do) instead of building.
-if [[ -n ${LESSON_BIN_DIR:-} ]]; then
-    bin=$LESSON_BIN_DIR/supervisor
-else
-    cargo build -q -p supervisor
-    bin=${CARGO_TARGET_DIR:-$root/target}/debug/supervisor
-fi
-
+pace=$(lesson_pace 0.5 "${1:-}")
+enter_repo
+bin=$(lesson_bin supervisor)
 out=$(mktemp)
-pid=
-cleanup() {
-    if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
-        # SIGTERM: the supervisor stops its workers gracefully.
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    fi
-    rm -f "$out"
-}
-trap cleanup EXIT
+remove_at_exit "$out"
 
-"$bin" --pace "$pace" >"$out" 2>&1 &
-pid=$!
+# Should the script end first, the exit trap sends the supervisor SIGTERM,
+# and it stops its workers gracefully.
+start_lesson "$bin" --pace "$pace" >"$out" 2>&1
+pid=$lesson_pid
 echo "started the supervisor lesson as PID $pid (pace $pace)"
 
 # The live workers: children of the supervisor that are not zombies (a
@@ -64,8 +51,7 @@ while kill -0 "$pid" 2>/dev/null; do
 done
 
 status=0
-wait "$pid" || status=$?
-pid=
+wait_lesson || status=$?
 echo "--- the supervisor's own account:"
 grep -E '\[supervisor [0-9]+\] .*(died|replaced|giving up|live workers|all checks)' "$out" || true
 if [[ $status != 0 ]]; then

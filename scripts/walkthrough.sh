@@ -7,10 +7,11 @@
 #   PACE scales the pauses meant for a human watching (default:
 #   $LESSON_PACE or 1; 0 runs everything at full speed).
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-pace=${1:-${LESSON_PACE:-1}}
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$root"
+pace=$(lesson_pace 1 "${1:-}")
+enter_repo
 
 # crate|extra arguments|what to watch
 lessons=(
@@ -42,14 +43,9 @@ for entry in "${lessons[@]}"; do
     [[ -d crates/$name ]] && present+=("$entry")
 done
 
-# LESSON_BIN_DIR: use binaries built elsewhere (the tests do) instead of building.
-if [[ -n ${LESSON_BIN_DIR:-} ]]; then
-    bin_dir=$LESSON_BIN_DIR
-else
-    echo "Building ${#present[@]} lessons..."
-    cargo build -q --workspace --bins
-    bin_dir=${CARGO_TARGET_DIR:-$root/target}/debug
-fi
+# Building them all takes a while; there is none with LESSON_BIN_DIR set.
+[[ -n ${LESSON_BIN_DIR:-} ]] || echo "Building ${#present[@]} lessons..."
+bin_dir=$(lesson_bin_dir debug --workspace --bins)
 
 n=0
 for entry in "${present[@]}"; do

@@ -6,32 +6,18 @@
 #   PACE scales the lesson's zombie window (default: $LESSON_PACE or 0.3,
 #   a 3-second window). Run from anywhere inside the repository.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-pace=${1:-${LESSON_PACE:-0.3}}
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$root"
-# LESSON_BIN_DIR: use binaries built elsewhere (the tests do) instead of building.
-if [[ -n ${LESSON_BIN_DIR:-} ]]; then
-    bin=$LESSON_BIN_DIR/zombie
-else
-    cargo build -q -p zombie
-    bin=${CARGO_TARGET_DIR:-$root/target}/debug/zombie
-fi
-
+pace=$(lesson_pace 0.3 "${1:-}")
+enter_repo
+bin=$(lesson_bin zombie)
 out=$(mktemp)
-pid=
-cleanup() {
-    if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    fi
-    rm -f "$out"
-}
-trap cleanup EXIT
+remove_at_exit "$out"
 
 # The window must be long enough for us to look, whatever the pace.
-"$bin" --pace "$pace" --window 10 >"$out" 2>&1 &
-pid=$!
+start_lesson "$bin" --pace "$pace" --window 10 >"$out" 2>&1
+pid=$lesson_pid
 echo "started the zombie lesson as PID $pid (pace $pace)"
 
 seen=
@@ -47,8 +33,7 @@ for _ in $(seq 1 500); do
     sleep 0.02
 done
 
-wait "$pid"
-pid=
+wait_lesson
 echo "after the lesson:"
 cat "$out"
 if [[ -z $seen ]]; then
