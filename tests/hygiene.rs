@@ -8,17 +8,14 @@
 //! started, even one adopted by init after its parent died, can be found by
 //! session ID afterwards.
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::process::Command;
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::procfs;
-use common::testing::{assert_nothing_left, leftovers, run, run_command};
+use common::testing::{assert_nothing_left, leftovers, run, run_command, Lesson};
 use course_tests::{lesson_bin, quick_args, repo_root, LESSONS};
 
 /// How long everything gets to end after a signal.
@@ -32,114 +29,9 @@ macro_rules! per_lesson {
     };
 }
 
-struct Running {
-    child: Child,
-    pid: i32,
-    lines: Receiver<String>,
-}
-
 /// Start a lesson at `pace` in a new session, its stdout read line by line.
-fn start(name: &str, pace: &str) -> Running {
-    let mut cmd = Command::new(lesson_bin(name));
-    cmd.args(quick_args(name))
-        .env("LESSON_PACE", pace)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    // SAFETY: setsid, signal, sigemptyset and sigprocmask are
-    // async-signal-safe, as the child of a multithreaded process (the test
-    // harness) requires between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // A test run started in the background inherits SIGINT ignored
-            // (and exec keeps it so): give the lesson the defaults a
-            // terminal would, or a Ctrl-C could not reach it.
-            libc::signal(libc::SIGINT, libc::SIG_DFL);
-            libc::signal(libc::SIGTERM, libc::SIG_DFL);
-            let mut none: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut none);
-            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().expect("start the lesson");
-    let pid = child.id() as i32;
-    let out = child.stdout.take().expect("piped");
-    let (tx, lines) = channel();
-    thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    Running { child, pid, lines }
-}
-
-impl Running {
-    /// Wait until the lesson has printed `n` lines (it is then busy with its
-    /// demonstration); false if it ended first.
-    fn after_lines(&self, n: usize) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        for _ in 0..n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if self.lines.recv_timeout(left).is_err() {
-                return false;
-            }
-        }
-        true
-    }
-
-    fn wait_within(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(s) = self.child.try_wait().expect("waitpid") {
-                return s;
-            }
-            if Instant::now() > deadline {
-                self.kill_session();
-                let _ = self.child.wait();
-                panic!(
-                    "lesson {} still running {limit:?} after the signal",
-                    self.pid
-                );
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    fn session(&self) -> Vec<procfs::Stat> {
-        procfs::processes(|s| s.session == self.pid).expect("read /proc")
-    }
-
-    /// Kill whatever is left of the session, so a failing test cleans up.
-    fn kill_session(&self) {
-        for s in self.session() {
-            // SAFETY: a plain system call on a process this test started.
-            unsafe { libc::kill(s.pid, libc::SIGKILL) };
-        }
-    }
-
-    /// Panic unless, within `limit`, no process of the session remains and
-    /// no named object of the run is left.
-    fn assert_all_gone(&self, name: &str, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        loop {
-            let procs = self.session();
-            if procs.is_empty() {
-                break;
-            }
-            if Instant::now() > deadline {
-                self.kill_session();
-                panic!("{name}: processes left {limit:?} after the signal: {procs:?}");
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        assert_nothing_left(name, self.pid);
-    }
+fn start(name: &str, pace: &str) -> Lesson {
+    Lesson::start(lesson_bin(name), quick_args(name), pace)
 }
 
 /// Where a lesson pauses longest: the number of lines it prints before its
@@ -159,7 +51,7 @@ fn pause_point(name: &str) -> usize {
     }
     let mut r = start(name, "0.1");
     let mut times = Vec::new();
-    while let Ok(_line) = r.lines.recv_timeout(Duration::from_secs(120)) {
+    while r.next_line(Duration::from_secs(120)).is_some() {
         times.push(Instant::now());
     }
     let end = Instant::now();
@@ -185,8 +77,7 @@ fn interrupted_by(name: &str, signal: i32, after: usize) {
         let s = r.wait_within(WITHIN);
         panic!("{name} ended ({s:?}) before printing {after} lines");
     }
-    // SAFETY: a plain system call; -pid is the lesson's own process group.
-    unsafe { libc::kill(-r.pid, signal) };
+    r.signal_group(signal);
     let status = r.wait_within(WITHIN);
     let interrupted = status.code() == Some(128 + signal) || status.signal() == Some(signal);
     assert!(
@@ -212,8 +103,7 @@ fn parent_killed(name: &str) {
     let middle = pause_point(name);
     let mut r = start(name, "1");
     assert!(r.after_lines(middle), "{name} ended before its middle");
-    // SAFETY: a plain system call on the process this test started.
-    unsafe { libc::kill(r.pid, libc::SIGKILL) };
+    r.signal(libc::SIGKILL);
     let status = r.wait_within(WITHIN);
     assert_eq!(status.signal(), Some(libc::SIGKILL));
     // The orphan lesson's orphan outlives its parent by design, for a

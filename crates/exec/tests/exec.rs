@@ -2,15 +2,13 @@
 //! SIGKILLs the lesson while its runaway child runs and checks that the
 //! child went with it.
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::procfs;
 use common::testing::{
-    assert_help_and_bad_options, assert_nothing_left, numbers, run, Outcome, SETTLE,
+    assert_help_and_bad_options, assert_nothing_left, numbers, run, Lesson, Outcome, HANG_LIMIT,
+    SETTLE,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_exec");
@@ -106,31 +104,15 @@ fn a_smaller_stream_still_deadlocks_when_read_one_pipe_at_a_time() {
 
 #[test]
 fn the_runaway_dies_with_a_sigkilled_lesson() {
-    let mut child = Command::new(BIN)
-        .args(["--pace", "1", "--timeout", "60"])
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the lesson");
-    let pid = child.id() as i32;
-    let out = child.stdout.take().expect("piped");
-    let mut sleeper = None;
-    for line in BufReader::new(out).lines().map_while(Result::ok) {
-        if line.contains("sleep 600") {
-            sleeper = Some(numbers(&line)[1] as i32);
-            break;
-        }
-    }
-    let sleeper = sleeper.expect("the lesson started its runaway child");
+    let mut r = Lesson::start(BIN, &["--timeout", "60"], "1");
+    let line = r.expect_line("sleep 600", HANG_LIMIT);
+    let sleeper = numbers(&line)[1] as i32;
     let start = procfs::stat(sleeper)
         .expect("read /proc")
         .expect("the runaway runs")
         .start_time;
-    // SAFETY: a plain system call on the process this test started.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-    let status = child.wait().expect("wait");
+    r.signal(libc::SIGKILL);
+    let status = r.wait_within(HANG_LIMIT);
     assert_eq!(
         std::os::unix::process::ExitStatusExt::signal(&status),
         Some(libc::SIGKILL)
@@ -143,7 +125,7 @@ fn the_runaway_dies_with_a_sigkilled_lesson() {
         );
         thread::sleep(Duration::from_millis(10));
     }
-    assert_nothing_left("exec", pid);
+    r.assert_all_gone("exec", SETTLE);
 }
 
 #[test]

@@ -1,15 +1,11 @@
 //! Runs the manager lesson and checks what it claims, from outside.
 
-use std::io::{BufRead, BufReader, Read};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::testing::{
-    assert_help_and_bad_options, assert_nothing_left, numbers, run, speaker, Outcome, HANG_LIMIT,
+    assert_help_and_bad_options, assert_nothing_left, numbers, run, speaker, Lesson, Outcome,
+    HANG_LIMIT, SETTLE,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -182,41 +178,18 @@ fn the_benchmark_prints_one_tsv_line_and_checks_the_count() {
 /// that window.
 #[test]
 fn a_dead_server_is_an_error_not_a_hang() {
-    let mut child = Command::new(BIN)
-        .env("LESSON_PACE", "3")
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the lesson");
-    let pid = child.id() as i32;
-    let stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let (tx, lines) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let err_reader = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-
-    let mut seen = Vec::new();
+    let mut r = Lesson::start(BIN, &[], "3");
     let mut server = None;
     let deadline = Instant::now() + HANG_LIMIT;
     let mut killed = false;
-    while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+    while let Some(line) = r.next_line(deadline.saturating_duration_since(Instant::now())) {
         if line.contains("manager server: pid") {
             server = Some(numbers(line.split_once("] ").expect("prefix").1)[0] as i32);
         }
-        seen.push(line);
         // Kill once every client has done its work (and now lingers) and the
         // parent is waiting for them: the parent's next request meets a dead
         // server.
+        let seen = r.lines();
         let done = seen
             .iter()
             .filter(|l| l.contains("connected to the manager server"));
@@ -227,18 +200,9 @@ fn a_dead_server_is_an_error_not_a_hang() {
             killed = true;
         }
     }
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("waitpid") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
-            let _ = child.wait();
-            panic!("the lesson hung after its server was killed: {seen:#?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    let stderr = err_reader.join().expect("stderr");
+    let status = r.wait_within(deadline.saturating_duration_since(Instant::now()));
+    let seen = r.lines().to_vec();
+    let stderr = r.stderr(SETTLE);
     assert!(killed, "never saw the window: {seen:#?}");
     assert_eq!(status.code(), Some(1), "{seen:#?}\n{stderr}");
     let error = stderr
@@ -255,7 +219,7 @@ fn a_dead_server_is_an_error_not_a_hang() {
         !seen.iter().any(|l| l.contains("all checks passed")),
         "{seen:#?}"
     );
-    assert_nothing_left("manager", pid);
+    r.assert_all_gone("manager", SETTLE);
 }
 
 #[test]

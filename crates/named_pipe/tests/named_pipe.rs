@@ -1,15 +1,11 @@
 //! Runs the named_pipe lesson and checks what it claims, from outside.
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc::{channel, Receiver};
-use std::thread;
-use std::time::{Duration, Instant};
 
 use common::testing::{
-    assert_help_and_bad_options, assert_nothing_left, numbers, run, speaker, Outcome,
+    assert_help_and_bad_options, assert_nothing_left, numbers, run, speaker, Lesson, Outcome,
+    LINE_LIMIT, SETTLE,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_named_pipe");
@@ -129,72 +125,10 @@ fn the_options_set_the_counts() {
     assert_nothing_left("named_pipe", o.pid);
 }
 
-struct Running {
-    child: std::process::Child,
-    pid: i32,
-    lines: Receiver<String>,
-}
-
-/// Start the lesson at a slow pace in its own process group, its output
-/// read line by line. SIGINT gets its default action back: a shell that
-/// runs these tests in the background passes SIGINT on ignored.
-fn start(pace: &str) -> Running {
-    let mut cmd = Command::new(BIN);
-    cmd.env("LESSON_PACE", pace)
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    // SAFETY: signal() is async-signal-safe, as the child of the
-    // multithreaded test harness requires between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::signal(libc::SIGINT, libc::SIG_DFL);
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().expect("start the lesson");
-    let pid = child.id() as i32;
-    let out = child.stdout.take().expect("piped");
-    let (tx, lines) = channel();
-    thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    Running { child, pid, lines }
-}
-
-impl Running {
-    fn until(&self, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l.contains(needle) => return,
-                Ok(_) => {}
-                Err(e) => panic!("never saw {needle:?}: {e}"),
-            }
-        }
-    }
-
-    fn wait(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(s) = self.child.try_wait().expect("waitpid") {
-                return s;
-            }
-            if Instant::now() > deadline {
-                // SAFETY: a plain system call on the group this test made.
-                unsafe { libc::kill(-self.pid, libc::SIGKILL) };
-                let _ = self.child.wait();
-                panic!("still running 5 s after the signal");
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-    }
+/// Start the lesson at a slow pace in a session of its own, its output read
+/// line by line.
+fn start() -> Lesson {
+    Lesson::start(BIN, &[], "0.3")
 }
 
 #[test]
@@ -206,30 +140,28 @@ fn a_signal_to_the_group_at_any_point_leaves_nothing() {
         ("released the writers", libc::SIGTERM),
         ("part 3", libc::SIGTERM),
     ] {
-        let mut r = start("0.3");
-        r.until(needle);
-        // SAFETY: a plain system call; -pid is the lesson's process group.
-        unsafe { libc::kill(-r.pid, signal) };
-        let status = r.wait();
+        let mut r = start();
+        r.expect_line(needle, LINE_LIMIT);
+        r.signal_group(signal);
+        let status = r.wait_within(SETTLE);
         assert!(
             status.signal() == Some(signal) || status.code() == Some(128 + signal),
             "after {needle:?}: {status:?}"
         );
-        assert_nothing_left("named_pipe", r.pid);
+        r.assert_all_gone("named_pipe", SETTLE);
     }
 }
 
 #[test]
 fn the_lesson_killed_alone_takes_its_programs_with_it() {
     for needle in ["waits in it", "released the writers"] {
-        let mut r = start("0.3");
-        r.until(needle);
-        // SAFETY: a plain system call on the process this test started.
-        unsafe { libc::kill(r.pid, libc::SIGKILL) };
-        assert_eq!(r.wait().signal(), Some(libc::SIGKILL));
+        let mut r = start();
+        r.expect_line(needle, LINE_LIMIT);
+        r.signal(libc::SIGKILL);
+        assert_eq!(r.wait_within(SETTLE).signal(), Some(libc::SIGKILL));
         // The reader and the writers die of PR_SET_PDEATHSIG; the FIFO was
         // already removed when these lines were printed.
-        assert_nothing_left("named_pipe", r.pid);
+        r.assert_all_gone("named_pipe", SETTLE);
     }
 }
 

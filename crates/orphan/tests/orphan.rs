@@ -1,17 +1,12 @@
 //! Runs the orphan lesson and checks what it claims, from outside.
 
-use std::io::{BufRead, BufReader, Read};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Command, Stdio};
-use std::sync::mpsc::channel;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::os::unix::process::ExitStatusExt;
 
-use nix::sys::signal::{kill, killpg, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
 use common::testing::{
-    assert_help_and_bad_options, assert_nothing_left, numbers, run, speaker, Outcome,
+    assert_help_and_bad_options, assert_nothing_left, numbers, run, speaker, Lesson, Outcome,
+    HANG_LIMIT, LINE_LIMIT, SETTLE,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_orphan");
@@ -120,50 +115,23 @@ fn a_subreaper_grandparent_adopts_and_reaps_the_orphan() {
 
 /// SIGKILL the lesson's main process while the orphan is set to live on for
 /// a minute: the orphan notices that nobody is left to report to and ends,
-/// and its adopter reaps it, within the few seconds `assert_nothing_left`
+/// and its adopter reaps it, within the few seconds `assert_all_gone`
 /// allows.
 #[test]
 fn a_killed_grandparent_leaves_no_orphan_running() {
     for mode in [&[][..], &["--subreaper"]] {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["--pace", "1", "--parent-stays", "0", "--orphan-stays", "60"])
-            .args(mode)
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("start the lesson");
-        let pid = child.id() as i32;
-        let out = child.stdout.take().expect("piped");
-        let mut err = child.stderr.take().expect("piped");
-        let (tx, lines) = channel();
-        thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let errors = thread::spawn(move || {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s);
-            s
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let orphan = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = lines.recv_timeout(left).unwrap_or_else(|_| {
-                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-                panic!("{mode:?}: the orphan never said it lives on")
-            });
-            if line.contains("living on for 60.0 s") {
-                break speaker(&line).expect("prefixed").1;
-            }
-        };
-        kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill");
-        let status = child.wait().expect("wait");
+        let args = [&["--parent-stays", "0", "--orphan-stays", "60"][..], mode].concat();
+        let mut r = Lesson::start(BIN, &args, "1");
+        let line = r
+            .wait_for_line(|l| l.contains("living on for 60.0 s"), LINE_LIMIT)
+            .unwrap_or_else(|| panic!("{mode:?}: the orphan never said it lives on"));
+        let orphan = speaker(&line).expect("prefixed").1;
+        r.signal(Signal::SIGKILL as i32);
+        let status = r.wait_within(HANG_LIMIT);
         assert_eq!(status.signal(), Some(Signal::SIGKILL as i32));
-        assert_nothing_left("orphan", pid);
+        r.assert_all_gone("orphan", SETTLE);
         // Every process that held stderr has ended: the read completes.
-        let errors = errors.join().expect("stderr");
+        let errors = r.stderr(SETTLE);
         assert!(
             errors.contains(&format!(
                 "[orphan {orphan}] the grandparent is gone: leaving early"

@@ -1,16 +1,15 @@
 //! Runs the pipe_communication lesson and checks what it claims, from outside.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::sync::{mpsc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::testing::{
-    assert_help_and_bad_options, assert_nothing_left, numbers, run, speaker, Outcome, HANG_LIMIT,
+    assert_help_and_bad_options, assert_nothing_left, numbers, run, speaker, Lesson, Outcome,
+    HANG_LIMIT, SETTLE,
 };
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pipe_communication");
 const TOPIC: &str = "pipe_communication";
@@ -210,51 +209,25 @@ fn the_holder_leaves_when_its_stdin_closes() {
 /// consumer alive, both holding the pipe), send `signal` to the main process
 /// or to its whole process group, and check that nothing is left.
 fn interrupt_during_the_pause(signal: Signal, whole_group: bool) {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["--window", "600"])
-        .env("LESSON_PACE", "1")
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut child = cmd.spawn().expect("start the lesson");
-    let pid = child.id() as i32;
-    let out = child.stdout.take().expect("piped");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + HANG_LIMIT;
-    let paused = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) if line.contains("pausing") => break line,
-            Ok(_) => {}
-            Err(e) => {
-                let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
-                let _ = child.wait();
-                panic!("the lesson never paused: {e}");
-            }
-        }
-    };
+    let mut r = Lesson::start(BIN, &["--window", "600"], "1");
+    let paused = r.expect_line("pausing", HANG_LIMIT);
     // "... ls -l /proc/<parent>/fd /proc/<consumer>/fd"
     let pids = numbers(paused.split_once("ls -l").expect("the command").1);
-    assert_eq!(pids[0], pid as i64, "{paused}");
+    assert_eq!(pids[0], r.pid() as i64, "{paused}");
     let consumer = pids[1] as i32;
     let alive = common::procfs::state(consumer).expect("read /proc");
     assert!(
         matches!(alive, Some('S' | 'R')),
         "the consumer is alive during the pause: {alive:?}"
     );
-    let target = if whole_group { -pid } else { pid };
-    kill(Pid::from_raw(target), signal).expect("kill");
-    let status = child.wait().expect("wait");
+    if whole_group {
+        r.signal_group(signal as i32);
+    } else {
+        r.signal(signal as i32);
+    }
+    let status = r.wait_within(HANG_LIMIT);
     assert!(!status.success());
-    assert_nothing_left(TOPIC, pid);
+    r.assert_all_gone(TOPIC, SETTLE);
 }
 
 #[test]

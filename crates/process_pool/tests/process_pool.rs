@@ -1,15 +1,11 @@
 //! Runs the process_pool lesson and checks what it claims, from outside.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
-use std::sync::{mpsc, OnceLock};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
 
 use common::testing::{
-    assert_help_and_bad_options, assert_nothing_left, numbers, run, speaker, Outcome, HANG_LIMIT,
+    assert_help_and_bad_options, assert_nothing_left, numbers, run, speaker, Lesson, Outcome,
+    HANG_LIMIT, SETTLE,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_process_pool");
@@ -237,61 +233,28 @@ fn bench_prints_three_tsv_figures() {
     assert_nothing_left("process_pool", o.pid);
 }
 
-/// Start the lesson in its own process group, wait until it pauses for the
-/// reader (a 60 s pause at pace 20), and send `signal` to `target(pid)`.
-fn interrupt_at_pause(signal: i32, whole_group: bool) -> (i32, std::process::ExitStatus, String) {
-    let mut child = Command::new(BIN)
-        .args(["--pace", "20"])
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the lesson");
-    let pid = child.id() as i32;
-    let (tx, rx) = mpsc::channel();
-    let out = child.stdout.take().expect("piped");
-    thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut err = child.stderr.take().expect("piped");
-    let err_reader = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + HANG_LIMIT;
-    loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("the lesson pauses for the reader");
-        if line.contains("pausing") {
-            break;
-        }
+/// Start the lesson in a session of its own, wait until it pauses for the
+/// reader (a 60 s pause at pace 20), and send `signal` to its whole process
+/// group or to its main process alone. The lesson is waited for; its stderr
+/// is read when the whole group was signalled.
+fn interrupt_at_pause(
+    signal: i32,
+    whole_group: bool,
+) -> (Lesson, std::process::ExitStatus, String) {
+    let mut r = Lesson::start(BIN, &[], "20");
+    r.expect_line("pausing", HANG_LIMIT);
+    if whole_group {
+        r.signal_group(signal);
+    } else {
+        r.signal(signal);
     }
-    let target = if whole_group { -pid } else { pid };
-    // SAFETY: kill is a plain system call on a process (group) we started.
-    assert_eq!(unsafe { libc::kill(target, signal) }, 0);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("waitpid") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            // SAFETY: as above.
-            unsafe { libc::kill(-pid, libc::SIGKILL) };
-            let _ = child.wait();
-            panic!("the lesson did not end after signal {signal}");
-        }
-        thread::sleep(Duration::from_millis(5));
-    };
+    let status = r.wait_within(HANG_LIMIT);
     let stderr = if whole_group {
-        err_reader.join().unwrap_or_default()
+        r.stderr(SETTLE)
     } else {
         String::new()
     };
-    (pid, status, stderr)
+    (r, status, stderr)
 }
 
 #[test]
@@ -300,7 +263,7 @@ fn ctrl_c_or_sigterm_terminates_the_pool_and_leaves_nothing() {
         (libc::SIGINT, "SIGINT", 130),
         (libc::SIGTERM, "SIGTERM", 143),
     ] {
-        let (pid, status, stderr) = interrupt_at_pause(signal, true);
+        let (r, status, stderr) = interrupt_at_pause(signal, true);
         assert_eq!(status.code(), Some(code), "{name}: {status:?} {stderr}");
         assert!(
             stderr.contains(&format!(
@@ -308,19 +271,19 @@ fn ctrl_c_or_sigterm_terminates_the_pool_and_leaves_nothing() {
             )),
             "{stderr}"
         );
-        assert_nothing_left("process_pool", pid);
+        r.assert_all_gone("process_pool", SETTLE);
     }
 }
 
 #[test]
 fn killing_the_main_process_alone_takes_the_workers_with_it() {
-    let (pid, status, _) = interrupt_at_pause(libc::SIGKILL, false);
+    let (r, status, _) = interrupt_at_pause(libc::SIGKILL, false);
     assert_eq!(
         std::os::unix::process::ExitStatusExt::signal(&status),
         Some(libc::SIGKILL)
     );
     // PR_SET_PDEATHSIG: each worker gets SIGKILL when the parent dies.
-    assert_nothing_left("process_pool", pid);
+    r.assert_all_gone("process_pool", SETTLE);
 }
 
 #[test]

@@ -1,18 +1,13 @@
 //! Runs the queue_communication lesson and checks what it claims, from outside.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::os::unix::process::ExitStatusExt;
 
 use common::testing::{
-    assert_help_and_bad_options, assert_nothing_left, numbers, run, speaker, Outcome, HANG_LIMIT,
+    assert_help_and_bad_options, assert_nothing_left, numbers, run, speaker, Lesson, Outcome,
+    HANG_LIMIT, SETTLE,
 };
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
 const BIN: &str = env!("CARGO_BIN_EXE_queue_communication");
 const TOPIC: &str = "queue_communication";
@@ -266,41 +261,19 @@ fn help_and_bad_options() {
 /// queue is in use by every process then), send `signal` to the main
 /// process alone or to the whole group, and check it left nothing.
 fn interrupt_while_full(signal: Signal, whole_group: bool) {
-    let mut child = Command::new(BIN)
-        .args(["--pace", "2"])
-        .env_remove("LESSON_PACE")
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the lesson");
-    let pid = child.id() as i32;
-    let out = child.stdout.take().expect("piped");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + HANG_LIMIT;
-    let mut seen = Vec::new();
-    let full = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left.max(Duration::from_millis(1))) {
-            Ok(line) if line.contains("queue full, waiting") => break true,
-            Ok(line) => seen.push(line),
-            Err(_) => break false,
-        }
-    };
-    let target = Pid::from_raw(if whole_group { -pid } else { pid });
-    kill(target, signal).expect("kill");
-    let status = child.wait().expect("wait");
-    assert!(full, "no \"queue full\" line; saw:\n{}", seen.join("\n"));
+    let mut r = Lesson::start(BIN, &[], "2");
+    let full = r
+        .wait_for_line(|l| l.contains("queue full, waiting"), HANG_LIMIT)
+        .is_some();
+    if whole_group {
+        r.signal_group(signal as i32);
+    } else {
+        r.signal(signal as i32);
+    }
+    let status = r.wait_within(HANG_LIMIT);
+    assert!(full, "no \"queue full\" line; saw:\n{}", r.stdout());
     assert_eq!(status.signal(), Some(signal as i32), "{status:?}");
-    assert_nothing_left(TOPIC, pid);
+    r.assert_all_gone(TOPIC, SETTLE);
 }
 
 #[test]

@@ -1,15 +1,12 @@
 //! Runs the signals lesson and checks what it claims, from outside; one
 //! test sends the lesson a SIGUSR1 itself while the lesson blocks it.
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
-use std::sync::mpsc::channel;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::testing::{
-    assert_help_and_bad_options, assert_nothing_left, numbers, run, speaker, Outcome,
+    assert_help_and_bad_options, assert_nothing_left, numbers, run, speaker, Lesson, Outcome,
+    HANG_LIMIT, SETTLE,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_signals");
@@ -107,42 +104,21 @@ fn blocks_sigusr1(pid: i32) -> bool {
 #[test]
 fn a_sigusr1_from_outside_is_read_from_the_signalfd() {
     // A long window at a fast pace: up to 30 s, ended by our signal.
-    let mut cmd = Command::new(BIN);
-    cmd.args(["--pace", "0.1", "--window", "300"])
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("start the lesson");
-    let pid = child.id() as i32;
-    let out = child.stdout.take().expect("piped");
-    let (tx, lines) = channel();
-    thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let mut r = Lesson::start(BIN, &["--window", "300"], "0.1");
     // Send only once the lesson blocks SIGUSR1 (unblocked, it would die).
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !blocks_sigusr1(pid) {
+    while !blocks_sigusr1(r.pid()) {
         assert!(
             Instant::now() < deadline,
             "the lesson never blocked SIGUSR1"
         );
-        assert!(
-            child.try_wait().expect("waitpid").is_none(),
-            "the lesson ended early"
-        );
+        assert!(r.try_wait().is_none(), "the lesson ended early");
         thread::sleep(Duration::from_millis(5));
     }
-    // SAFETY: a plain system call on the process this test started.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGUSR1) }, 0);
-    let mut seen = Vec::new();
-    while let Ok(line) = lines.recv_timeout(Duration::from_secs(60)) {
-        seen.push(line);
-    }
-    let status = child.wait().expect("wait");
-    let all = seen.join("\n");
+    r.signal(libc::SIGUSR1);
+    r.read_to_end(HANG_LIMIT);
+    let status = r.wait_within(HANG_LIMIT);
+    let all = r.stdout();
     assert!(status.success(), "{status:?}\n{all}");
     let me = std::process::id();
     assert!(
@@ -151,7 +127,7 @@ fn a_sigusr1_from_outside_is_read_from_the_signalfd() {
     );
     assert!(!all.contains("no SIGUSR1 from outside"), "{all}");
     assert!(all.ends_with("all checks passed"), "{all}");
-    assert_nothing_left("signals", pid);
+    r.assert_all_gone("signals", SETTLE);
 }
 
 #[test]

@@ -1,15 +1,12 @@
 //! Runs the supervisor lesson and checks what it claims, from outside.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc::{channel, Receiver};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
 
 use common::testing::{
-    assert_help_and_bad_options, assert_nothing_left, numbers, run, speaker, Outcome,
+    assert_help_and_bad_options, assert_nothing_left, numbers, run, speaker, Lesson, Outcome,
+    LINE_LIMIT, SETTLE,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_supervisor");
@@ -227,101 +224,32 @@ fn the_back_off_has_a_ceiling_and_the_limit_is_an_option() {
     assert_nothing_left("supervisor", o.pid);
 }
 
-struct Running {
-    child: std::process::Child,
-    pid: i32,
-    lines: Receiver<String>,
-    seen: Vec<String>,
+/// Start the lesson at a slow pace in a session of its own. SIGINT gets its
+/// default action back there: a shell that runs these tests in the
+/// background passes SIGINT on ignored, and the supervisor keeps it ignored
+/// then.
+fn start() -> Lesson {
+    Lesson::start(BIN, &[], "0.3")
 }
 
-/// Start the lesson at a slow pace in its own process group. SIGINT gets
-/// its default action back: a shell that runs these tests in the background
-/// passes SIGINT on ignored, and the supervisor keeps it ignored then.
-fn start(pace: &str) -> Running {
-    let mut cmd = Command::new(BIN);
-    cmd.env("LESSON_PACE", pace)
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    // SAFETY: signal() is async-signal-safe, as the child of the
-    // multithreaded test harness requires between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::signal(libc::SIGINT, libc::SIG_DFL);
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().expect("start the lesson");
-    let pid = child.id() as i32;
-    let out = child.stdout.take().expect("piped");
-    let (tx, lines) = channel();
-    thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    Running {
-        child,
-        pid,
-        lines,
-        seen: Vec::new(),
-    }
-}
-
-impl Running {
-    fn until(&mut self, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let l = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|e| panic!("never saw {needle:?}: {e}\n{}", self.seen.join("\n")));
-            let found = l.contains(needle);
-            self.seen.push(l);
-            if found {
-                return;
-            }
-        }
-    }
-
-    /// Wait (at most 5 s) for the lesson to end; the rest of its output.
-    fn finish(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let status = loop {
-            if let Some(s) = self.child.try_wait().expect("waitpid") {
-                break s;
-            }
-            if Instant::now() > deadline {
-                // SAFETY: a plain system call on the group this test made.
-                unsafe { libc::kill(-self.pid, libc::SIGKILL) };
-                let _ = self.child.wait();
-                panic!("still running 5 s after the signal");
-            }
-            thread::sleep(Duration::from_millis(5));
-        };
-        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(5)) {
-            self.seen.push(l);
-        }
-        status
-    }
+/// Wait (at most 5 s) for the lesson to end, and read the rest of its output.
+fn finish(r: &mut Lesson) -> ExitStatus {
+    let status = r.wait_within(SETTLE);
+    r.read_to_end(SETTLE);
+    status
 }
 
 #[test]
 fn sigterm_to_the_supervisor_alone_stops_every_worker_gracefully() {
-    let mut r = start("0.3");
-    r.until("restarted worker");
-    // SAFETY: a plain system call on the process this test started.
-    unsafe { libc::kill(r.pid, libc::SIGTERM) };
-    let status = r.finish();
-    let all = r.seen.join("\n");
+    let mut r = start();
+    r.expect_line("restarted worker", LINE_LIMIT);
+    r.signal(libc::SIGTERM);
+    let status = finish(&mut r);
+    let all = r.stdout();
     assert_eq!(status.code(), Some(143), "{all}");
     assert!(all.contains("SIGTERM received, stopping"), "{all}");
     let stopped: Vec<&String> = r
-        .seen
+        .lines()
         .iter()
         .filter(|l| l.contains(") stopped: "))
         .collect();
@@ -338,32 +266,30 @@ fn sigterm_to_the_supervisor_alone_stops_every_worker_gracefully() {
     assert!(all.contains("SIGTERM: finished step"), "{all}");
     assert!(all.contains("no worker left"), "{all}");
     assert!(all.contains("exiting with 143"), "{all}");
-    assert_nothing_left("supervisor", r.pid);
+    r.assert_all_gone("supervisor", SETTLE);
 }
 
 #[test]
 fn ctrl_c_to_the_group_ends_everything_with_130() {
-    let mut r = start("0.3");
-    r.until("live workers in /proc");
-    // SAFETY: a plain system call; -pid is the lesson's process group.
-    unsafe { libc::kill(-r.pid, libc::SIGINT) };
-    let status = r.finish();
-    let all = r.seen.join("\n");
+    let mut r = start();
+    r.expect_line("live workers in /proc", LINE_LIMIT);
+    r.signal_group(libc::SIGINT);
+    let status = finish(&mut r);
+    let all = r.stdout();
     assert_eq!(status.code(), Some(130), "{all}");
     assert!(all.contains("SIGINT: finished step"), "{all}");
     assert!(all.contains("no worker left"), "{all}");
-    assert_nothing_left("supervisor", r.pid);
+    r.assert_all_gone("supervisor", SETTLE);
 }
 
 #[test]
 fn a_killed_supervisor_takes_its_workers_with_it() {
-    let mut r = start("0.3");
-    r.until("live workers in /proc");
-    // SAFETY: a plain system call on the process this test started.
-    unsafe { libc::kill(r.pid, libc::SIGKILL) };
-    assert_eq!(r.finish().signal(), Some(libc::SIGKILL));
+    let mut r = start();
+    r.expect_line("live workers in /proc", LINE_LIMIT);
+    r.signal(libc::SIGKILL);
+    assert_eq!(finish(&mut r).signal(), Some(libc::SIGKILL));
     // The workers die of PR_SET_PDEATHSIG.
-    assert_nothing_left("supervisor", r.pid);
+    r.assert_all_gone("supervisor", SETTLE);
 }
 
 #[test]
