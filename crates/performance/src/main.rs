@@ -7,7 +7,8 @@
 //! reuse processes. None of the examples they grew from measures any of it.
 //! This lesson turns each claim into a number on your own machine:
 //!
-//! - creating: a thread spawned and joined; `fork` + `_exit` + `waitpid`;
+//! - creating: a thread spawned and joined; `fork` + `_exit` + `waitpid`,
+//!   bare and through `common::fork::spawn`;
 //!   `std::process::Command` running `/bin/true` (fork or `posix_spawn`,
 //!   then `exec`, then `waitpid`): microseconds each;
 //! - moving bytes: a pipe with 64 KiB writes (every byte copied into the
@@ -130,7 +131,8 @@ impl Report {
 
     fn figure(&self, name: &str, what: &str, value: f64, unit: &str) {
         if self.tsv {
-            println!("rs.{name}\t{value:.6}\t{unit}");
+            // Ignore a closed stdout (`| head`) rather than panic.
+            let _ = writeln!(std::io::stdout(), "rs.{name}\t{value:.6}\t{unit}");
         } else {
             say!("{what:<44} {value:>12.3} {unit}");
         }
@@ -172,6 +174,22 @@ fn run(args: &Args) -> Result<(), Box<dyn Error>> {
     }
 
     report.section("creating");
+    // The bare mechanism, as C measures it: the child only calls _exit.
+    single_threaded()?;
+    let fork = per_op_us(counts.spawns, fork_exit_wait)?;
+    report.figure("fork_exit_wait", "fork + _exit + waitpid", fork, "us/proc");
+    // What the lessons pay through common's helper: the thread check in
+    // /proc, PR_SET_PDEATHSIG in the child, a pidfd to wait with a timeout.
+    let helper = per_op_us(counts.spawns, || {
+        let mut child = spawn("child", || 0)?;
+        expect_clean_exit(&mut child)
+    })?;
+    report.figure(
+        "fork_helper_exit_wait",
+        "the same through common::fork::spawn",
+        helper,
+        "us/proc",
+    );
     let thread = per_op_us(counts.spawns, || {
         std::thread::spawn(|| std::hint::black_box(1))
             .join()
@@ -184,11 +202,6 @@ fn run(args: &Args) -> Result<(), Box<dyn Error>> {
         thread,
         "us",
     );
-    let fork = per_op_us(counts.spawns, || {
-        let mut child = spawn("child", || 0)?;
-        expect_clean_exit(&mut child)
-    })?;
-    report.figure("fork_exit_wait", "fork + _exit + waitpid", fork, "us/proc");
     let command = per_op_us(counts.commands, || {
         let status = std::process::Command::new("/bin/true").status()?;
         if status.success() {
@@ -333,6 +346,29 @@ fn per_op_us(
         op()?;
     }
     Ok(t.elapsed().as_secs_f64() / n as f64 * 1e6)
+}
+
+/// Refuse to go on in a multithreaded process: the bare `fork` below is
+/// sound only with one thread (see `common::fork`).
+fn single_threaded() -> Result<(), Box<dyn Error>> {
+    match common::procfs::stat(std::process::id() as i32)? {
+        Some(s) if s.num_threads == 1 => Ok(()),
+        other => Err(format!("expected one thread, /proc says {other:?}").into()),
+    }
+}
+
+/// One bare `fork`: the child leaves at once with `_exit(0)`, the parent
+/// reaps it and checks the status.
+fn fork_exit_wait() -> Result<(), Box<dyn Error>> {
+    // SAFETY: `single_threaded` checked that no other thread exists, and the
+    // child only calls `_exit`, which is async-signal-safe anyway.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Child => common::fork::child_exit(0),
+        nix::unistd::ForkResult::Parent { child } => match nix::sys::wait::waitpid(child, None)? {
+            nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(()),
+            other => Err(format!("child {child}: {}", describe(other)).into()),
+        },
+    }
 }
 
 /// Wait (with a stall limit) for a child that should exit 0.

@@ -8,6 +8,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_performance");
 const FIGURES: &[(&str, &str)] = &[
     ("rs.thread_spawn_join", "us"),
     ("rs.fork_exit_wait", "us/proc"),
+    ("rs.fork_helper_exit_wait", "us/proc"),
     ("rs.command_spawn_wait", "us/proc"),
     ("rs.pipe_64k_throughput", "GB/s"),
     ("rs.shm_handoff_throughput", "GB/s"),
