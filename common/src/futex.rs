@@ -449,6 +449,24 @@ impl<T: Send> Mutex<T> {
             .map(|a| self.guard(a))
             .transpose()
     }
+
+    /// Lock where nobody is expected to die or hold on: a holder that died
+    /// holding the lock, or one that keeps it for `timeout`, is an error
+    /// (kind `TimedOut` for the latter) rather than a hang. For the lessons
+    /// whose point is not recovery; `lock` and `lock_timeout` show both
+    /// outcomes.
+    pub fn lock_within(&self, timeout: Duration) -> io::Result<MutexGuard<'_, T>> {
+        match self.lock_timeout(timeout)? {
+            Some(Locked::Acquired(guard)) => Ok(guard),
+            Some(Locked::OwnerDied(_)) => Err(io::Error::other(
+                "lock: its previous holder died holding it",
+            )),
+            None => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("lock: still held by another process after {timeout:?}"),
+            )),
+        }
+    }
 }
 
 impl<T> MutexGuard<'_, T> {

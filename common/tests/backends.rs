@@ -168,6 +168,11 @@ macro_rules! backend_tests {
                     .unwrap()
                     .is_none());
                 assert!(t.elapsed() >= Duration::from_millis(100));
+                let e = m
+                    .lock_within(Duration::from_millis(20))
+                    .err()
+                    .expect("still held");
+                assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
                 step.store(2, Ordering::SeqCst);
                 exited_ok(c);
                 assert!(m.lock_timeout(Duration::from_secs(5)).unwrap().is_some());
@@ -226,6 +231,23 @@ macro_rules! backend_tests {
                 step.store(2, Ordering::SeqCst);
                 holder.wait().unwrap();
                 exited_ok(waiter);
+            }
+
+            #[test]
+            fn lock_within_refuses_a_dead_holder() {
+                let _g = forking();
+                let m = b::Mutex::shared(0u64).unwrap();
+                let mut c = child(|| {
+                    let Ok(l) = m.lock() else { return 3 };
+                    std::mem::forget(l);
+                    0
+                });
+                c.wait().unwrap();
+                let e = m
+                    .lock_within(Duration::from_secs(10))
+                    .err()
+                    .expect("an error, not the guard");
+                assert!(e.to_string().contains("died"), "{e}");
             }
 
             #[test]

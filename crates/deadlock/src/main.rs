@@ -427,13 +427,9 @@ impl Jitter {
 }
 
 /// Lock `m`; a lock that stays taken for the whole safety floor is an
-/// error, not a hang.
+/// error, not a hang (and so is a holder that died holding it).
 fn lock<'a>(m: &'a Mutex<u64>, name: &str) -> Result<MutexGuard<'a, u64>, Box<dyn Error>> {
-    match m.lock_timeout(SAFETY)? {
-        Some(Locked::Acquired(g)) => Ok(g),
-        Some(Locked::OwnerDied(_)) => Err(format!("lock {name}: its holder died").into()),
-        None => Err(format!("lock {name}: still taken after {SAFETY:?}").into()),
-    }
+    Ok(m.lock_within(SAFETY).map_err(|e| format!("{name}: {e}"))?)
 }
 
 /// Wait for both workers, each to exit 0.

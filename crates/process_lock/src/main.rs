@@ -71,7 +71,7 @@ use std::time::{Duration, Instant};
 use common::fork::{exit_code, spawn, Child};
 use common::opts::{Args, Opt, Pace, Spec};
 use common::shm::Shared;
-use common::{describe, procfs, say, warn, Locked, Mutex, MutexGuard, Semaphore, BACKEND};
+use common::{describe, procfs, say, warn, Locked, Mutex, Semaphore, BACKEND};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -115,19 +115,6 @@ fn run(args: &Args) -> Result<(), Box<dyn Error>> {
     owner_dies(args.pace())?;
     say!("all checks passed");
     Ok(())
-}
-
-/// Lock, for the parts where nobody dies: a dead holder is an error here,
-/// and so is a holder that keeps the lock for [`SAFETY`].
-fn lock<T: Send>(mutex: &Mutex<T>) -> Result<MutexGuard<'_, T>, Box<dyn Error>> {
-    match mutex
-        .lock_timeout(SAFETY)
-        .map_err(|e| format!("lock: {e}"))?
-    {
-        Some(Locked::Acquired(guard)) => Ok(guard),
-        Some(Locked::OwnerDied(_)) => Err("lock: the previous holder died holding it".into()),
-        None => Err(format!("lock: still held by someone else after {SAFETY:?}").into()),
-    }
 }
 
 /// Fork `n` workers that wait at `gate` (a semaphore at 0), then run
@@ -203,11 +190,11 @@ fn count(n: usize, iterations: u64) -> Result<(), Box<dyn Error>> {
     let counter = Mutex::shared(0u64)?;
     join(&mut start_workers(n, &gate, |_| {
         for _ in 0..iterations {
-            *lock(&counter)? += 1;
+            *counter.lock_within(SAFETY)? += 1;
         }
         Ok(())
     })?)?;
-    let got = *lock(&counter)?;
+    let got = *counter.lock_within(SAFETY)?;
     say!("with the lock:    counter = {got}, expected {expected}");
     if got != expected {
         return Err(format!("the locked count is {got}, expected {expected}").into());
@@ -266,7 +253,7 @@ fn print_round(
         let mut out = io::stdout();
         let line = line_of(i);
         for _ in 0..LINES {
-            let _guard = lock_for_lines.map(lock).transpose()?;
+            let _guard = lock_for_lines.map(|m| m.lock_within(SAFETY)).transpose()?;
             let mut words = line.split(' ').peekable();
             while let Some(word) = words.next() {
                 let end = if words.peek().is_some() { " " } else { "\n" };
@@ -368,7 +355,7 @@ fn owner_dies(pace: Pace) -> Result<(), Box<dyn Error>> {
     let window = pace.secs(3.0);
 
     let mut holder = spawn("holder", || -> Result<(), Box<dyn Error>> {
-        let mut acc = lock(&accounts)?;
+        let mut acc = accounts.lock_within(SAFETY)?;
         acc.in_flight = AMOUNT;
         acc.a -= AMOUNT;
         say!(
@@ -445,7 +432,7 @@ fn owner_dies(pace: Pace) -> Result<(), Box<dyn Error>> {
     join(std::slice::from_mut(&mut rescuer))?;
 
     // The lock works as before (no owner-died this time), and the data is whole.
-    let acc = lock(&accounts)?;
+    let acc = accounts.lock_within(SAFETY)?;
     say!(
         "the lock works again: a = {}, b = {}, a + b = {}, {} repair",
         acc.a,

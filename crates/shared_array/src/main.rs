@@ -86,7 +86,7 @@ use std::time::{Duration, Instant};
 use common::fork::{exit_code, spawn, Child};
 use common::opts::{Args, Opt, Pace, Spec};
 use common::shm::SharedSlice;
-use common::{describe, say, warn, Locked, Mutex, MutexGuard, Semaphore, Shared};
+use common::{describe, say, warn, Mutex, Semaphore, Shared};
 
 const SPEC: Spec = Spec {
     name: "shared_array",
@@ -239,7 +239,7 @@ fn under_a_lock(rounds: u64, pace: Pace) -> Result<(), Box<dyn Error>> {
         move || -> Result<(), Box<dyn Error>> {
             start.wait()?;
             for _ in 0..rounds {
-                let mut t = lock(table)?;
+                let mut t = table.lock_within(LOCK_TIMEOUT)?;
                 for (i, cell) in t.cells.iter_mut().enumerate() {
                     *cell += step;
                     if i == LEN / 2 - 1 {
@@ -263,7 +263,7 @@ fn under_a_lock(rounds: u64, pace: Pace) -> Result<(), Box<dyn Error>> {
         start.wait()?;
         let deadline = Instant::now() + CHILD_TIMEOUT;
         loop {
-            let t = lock(&table)?;
+            let t = table.lock_within(LOCK_TIMEOUT)?;
             let torn = t.cells.iter().any(|&c| c != t.cells[0]);
             let done = t.updates == total;
             let mid_run = t.updates > 0 && !done;
@@ -296,7 +296,7 @@ fn under_a_lock(rounds: u64, pace: Pace) -> Result<(), Box<dyn Error>> {
     reap(&mut dec)?;
     reap(&mut reader)?;
 
-    let t = lock(&table)?;
+    let t = table.lock_within(LOCK_TIMEOUT)?;
     let cells = t.cells.map(|c| c.to_string()).join(" ");
     if t.cells != [START; LEN] || t.updates != total {
         return Err(format!(
@@ -322,16 +322,6 @@ fn under_a_lock(rounds: u64, pace: Pace) -> Result<(), Box<dyn Error>> {
     }
     say!("reader: {reads} reads, {mid_run} of them while the writers were mid-run, {torn} half-updated arrays seen");
     Ok(())
-}
-
-/// Lock with a timeout. A worker that died holding the lock is an error
-/// here: the lesson does not try to repair the array.
-fn lock<T: Send>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, Box<dyn Error>> {
-    match m.lock_timeout(LOCK_TIMEOUT)? {
-        Some(Locked::Acquired(guard)) => Ok(guard),
-        Some(Locked::OwnerDied(_)) => Err("lock: a process died while holding it".into()),
-        None => Err(format!("lock: still held by someone after {LOCK_TIMEOUT:?}").into()),
-    }
 }
 
 // ---------------------------------------------------------------------------

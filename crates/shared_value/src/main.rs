@@ -86,7 +86,7 @@ use common::opts::{Args, Opt, Pace, Spec};
 use common::program::Program;
 use common::shm::NamedShared;
 use common::signals::Hold;
-use common::{describe, names, say, warn, Locked, Mutex, MutexGuard, Semaphore, Shared};
+use common::{describe, names, say, warn, Mutex, Semaphore, Shared};
 
 const SPEC: Spec = Spec {
     name: "shared_value",
@@ -166,7 +166,7 @@ fn with_a_lock(n: u64, start: i64, pace: Pace) -> Result<(), Box<dyn Error>> {
         move || -> Result<(), Box<dyn Error>> {
             pass(gate, gate_timeout)?;
             for _ in 0..n {
-                let mut v = lock(value)?; // the lock makes load, add, store one step
+                let mut v = value.lock_within(LOCK_TIMEOUT)?; // the lock makes load, add, store one step
                 *v += step;
             } // the guard unlocks here, every iteration
             say!("done: {n} changes of {step:+}");
@@ -182,22 +182,12 @@ fn with_a_lock(n: u64, start: i64, pace: Pace) -> Result<(), Box<dyn Error>> {
     reap(&mut inc)?;
     reap(&mut dec)?;
 
-    let last = *lock(&value)?;
+    let last = *value.lock_within(LOCK_TIMEOUT)?;
     if last != start {
         return Err(format!("under the lock: final value {last}, expected {start}").into());
     }
     say!("under the lock: final value {last} == start value {start} after {n} increments and {n} decrements");
     Ok(())
-}
-
-/// Lock with a timeout. A worker that died holding the lock is an error
-/// here: the lesson does not try to repair the value.
-fn lock<T: Send>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, Box<dyn Error>> {
-    match m.lock_timeout(LOCK_TIMEOUT)? {
-        Some(Locked::Acquired(guard)) => Ok(guard),
-        Some(Locked::OwnerDied(_)) => Err("lock: a process died while holding it".into()),
-        None => Err(format!("lock: still held by someone after {LOCK_TIMEOUT:?}").into()),
-    }
 }
 
 // ---------------------------------------------------------------------------
