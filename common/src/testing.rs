@@ -216,7 +216,8 @@ pub fn assert_nothing_left(topic: &str, pid: i32) {
 }
 
 /// The usual checks on any lesson binary: `--help` exits 0 and shows the
-/// pace option; an unknown option and a bad pace exit 2 with one line.
+/// pace option; an unknown option and a bad pace are rejected
+/// ([`assert_rejected`]).
 pub fn assert_help_and_bad_options(bin: &str) {
     let help = run(bin, &["--help"]);
     assert_eq!(help.code(), Some(0), "--help: {help:?}");
@@ -225,25 +226,67 @@ pub fn assert_help_and_bad_options(bin: &str) {
         "--help shows --pace: {}",
         help.stdout
     );
-    for bad in [
-        &["--no-such-option"][..],
-        &["--pace", "fast"],
-        &["--pace", "-1"],
-        &["--pace", "1e9"],
-    ] {
-        let o = run(bin, bad);
-        assert_eq!(o.code(), Some(2), "{bad:?} should exit 2: {o:?}");
-        assert_eq!(
-            o.stderr.lines().count(),
-            1,
-            "{bad:?}: one line: {:?}",
-            o.stderr
-        );
-        assert!(
-            o.stdout.is_empty(),
-            "{bad:?}: nothing started: {:?}",
-            o.stdout
-        );
+    assert_rejected(bin, &["--no-such-option"], "--no-such-option");
+    assert_values_rejected(bin, "--pace", &["fast", "-1", "1e9"]);
+}
+
+/// Panic unless `bin args...` (run as [`run`] does) is refused the way a bad
+/// option must be: exit status 2, exactly one stderr line and that line
+/// names `option`, nothing on stdout (nothing started), no panic, and
+/// nothing left behind ([`assert_nothing_left`], with the binary's file
+/// name as the topic: a lesson's binary is named after it). Returns the
+/// [`Outcome`] for further checks.
+///
+/// ```no_run
+/// use common::testing::assert_rejected;
+/// # const BIN: &str = "lesson";
+/// let o = assert_rejected(BIN, &["--quick=yes"], "--quick");
+/// assert!(o.stderr.contains("yes"));
+/// ```
+pub fn assert_rejected(bin: &str, args: &[&str], option: &str) -> Outcome {
+    let o = run(bin, args);
+    let case = format!("{bin} {}", args.join(" "));
+    assert_eq!(o.code(), Some(2), "{case}: should exit 2: {o:?}");
+    assert!(
+        !o.stderr.contains("panicked"),
+        "{case}: panicked: {:?}",
+        o.stderr
+    );
+    assert_eq!(
+        o.stderr.lines().count(),
+        1,
+        "{case}: exactly one stderr line: {:?}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains(option),
+        "{case}: the stderr line names {option}: {:?}",
+        o.stderr
+    );
+    assert!(
+        o.stdout.is_empty(),
+        "{case}: nothing on stdout: {:?}",
+        o.stdout
+    );
+    let topic = Path::new(bin)
+        .file_name()
+        .map_or_else(|| bin.into(), |n| n.to_string_lossy());
+    assert_nothing_left(&topic, o.pid);
+    o
+}
+
+/// [`assert_rejected`] for each of `values`, run as `bin option value`:
+/// one line per option for the usual out-of-range and malformed values.
+///
+/// ```no_run
+/// use common::testing::assert_values_rejected;
+/// # const BIN: &str = "lesson";
+/// assert_values_rejected(BIN, "--workers", &["0", "17", "many"]);
+/// ```
+pub fn assert_values_rejected(bin: &str, option: &str, values: &[&str]) {
+    assert!(!values.is_empty(), "{option}: no value to check");
+    for value in values {
+        assert_rejected(bin, &[option, value], option);
     }
 }
 
@@ -584,6 +627,51 @@ mod tests {
         let mut cmd = Command::new("sh");
         cmd.arg("-c").arg(script);
         Lesson::start_command(cmd)
+    }
+
+    /// Whether `assert_rejected` on `sh -c script` passes.
+    fn rejected_by_sh(script: &str, option: &str) -> bool {
+        catch_unwind(|| {
+            assert_rejected("sh", &["-c", script], option);
+        })
+        .is_ok()
+    }
+
+    #[test]
+    fn assert_rejected_passes_only_a_proper_refusal() {
+        let refusal = "echo 'lesson: --workers: expected 1-16, got \"0\"' >&2; exit 2";
+        assert!(rejected_by_sh(refusal, "--workers"), "a proper refusal");
+        // A command that does not reject fails the check, and so does every
+        // way of half-rejecting.
+        assert!(!rejected_by_sh("exit 0", "--workers"), "exit 0 accepted");
+        assert!(
+            catch_unwind(|| assert_rejected("true", &[], "--workers")).is_err(),
+            "`true` accepted"
+        );
+        assert!(!rejected_by_sh(refusal, "--rounds"), "other option named");
+        assert!(
+            !rejected_by_sh("echo '--workers bad' >&2; exit 1", "--workers"),
+            "exit 1 accepted"
+        );
+        assert!(
+            !rejected_by_sh(&format!("echo started; {refusal}"), "--workers"),
+            "stdout accepted"
+        );
+        assert!(
+            !rejected_by_sh(&format!("echo more >&2; {refusal}"), "--workers"),
+            "two stderr lines accepted"
+        );
+        assert!(
+            !rejected_by_sh(
+                "echo \"thread 'main' panicked at --workers\" >&2; exit 2",
+                "--workers"
+            ),
+            "panic accepted"
+        );
+        assert!(
+            catch_unwind(|| assert_values_rejected("true", "--workers", &["0"])).is_err(),
+            "assert_values_rejected passes `true`"
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 use std::process::Command;
 
 use common::testing::{
-    assert_help_and_bad_options, assert_nothing_left, numbers, run, run_command, speaker, Outcome,
+    assert_help_and_bad_options, assert_nothing_left, assert_values_rejected, numbers, run,
+    run_command, speaker, Outcome,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_basic_process");
@@ -119,9 +120,5 @@ fn the_spawned_mode_checks_its_parent() {
 #[test]
 fn help_and_bad_options() {
     assert_help_and_bad_options(BIN);
-    for bad in ["1", "256", "abc"] {
-        let o = run(BIN, &["--value", bad]);
-        assert_eq!(o.code(), Some(2), "--value {bad}: {o:?}");
-        assert!(o.stderr.contains("--value"));
-    }
+    assert_values_rejected(BIN, "--value", &["1", "256", "abc"]);
 }

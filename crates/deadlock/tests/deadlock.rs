@@ -1,7 +1,8 @@
 //! Runs the deadlock lesson and checks what it claims, from outside.
 
 use common::testing::{
-    assert_help_and_bad_options, assert_nothing_left, numbers, run, speaker, Outcome,
+    assert_help_and_bad_options, assert_nothing_left, assert_values_rejected, numbers, run,
+    speaker, Outcome,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_deadlock");
@@ -102,16 +103,7 @@ fn one_round_still_backs_off_and_a_short_timeout_still_detects() {
 #[test]
 fn help_and_bad_options() {
     assert_help_and_bad_options(BIN);
-    for (opt, bad) in [
-        ("--timeout", "0.1"),
-        ("--timeout", "61"),
-        ("--window", "-1"),
-        ("--rounds", "0"),
-        ("--rounds", "100001"),
-    ] {
-        let o = run(BIN, &[opt, bad]);
-        assert_eq!(o.code(), Some(2), "{opt} {bad}: {o:?}");
-        assert!(o.stderr.contains(opt), "{opt} {bad}: {}", o.stderr);
-        assert!(o.stdout.is_empty());
-    }
+    assert_values_rejected(BIN, "--timeout", &["0.1", "61"]);
+    assert_values_rejected(BIN, "--window", &["-1"]);
+    assert_values_rejected(BIN, "--rounds", &["0", "100001"]);
 }

@@ -4,8 +4,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use common::testing::{
-    assert_help_and_bad_options, assert_nothing_left, numbers, run, speaker, Lesson, Outcome,
-    HANG_LIMIT, SETTLE,
+    assert_help_and_bad_options, assert_nothing_left, assert_values_rejected, numbers, run,
+    speaker, Lesson, Outcome, HANG_LIMIT, SETTLE,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -225,17 +225,6 @@ fn a_dead_server_is_an_error_not_a_hang() {
 #[test]
 fn help_and_bad_options() {
     assert_help_and_bad_options(BIN);
-    for (option, value) in [
-        ("--clients", "0"),
-        ("--clients", "33"),
-        ("--clients", "many"),
-        ("--appends", "1"),
-        ("--appends", "200001"),
-    ] {
-        let o = run(BIN, &[option, value]);
-        assert_eq!(o.code(), Some(2), "{option} {value}: {o:?}");
-        assert!(o.stderr.contains(option), "{}", o.stderr);
-        assert!(o.stdout.is_empty());
-        assert_nothing_left("manager", o.pid);
-    }
+    assert_values_rejected(BIN, "--clients", &["0", "33", "many"]);
+    assert_values_rejected(BIN, "--appends", &["1", "200001"]);
 }

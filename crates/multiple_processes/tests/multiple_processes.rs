@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use common::testing::{
-    assert_help_and_bad_options, assert_nothing_left, numbers, run, speaker, Outcome,
+    assert_help_and_bad_options, assert_nothing_left, assert_values_rejected, numbers, run,
+    speaker, Outcome,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_multiple_processes");
@@ -133,17 +134,8 @@ fn the_overrunning_child_ignores_sigterm_and_is_killed_by_sigkill() {
 #[test]
 fn help_and_bad_options() {
     assert_help_and_bad_options(BIN);
-    for (opt, bad) in [
-        ("--workers", "0"),
-        ("--workers", "17"),
-        ("--work", "-1"),
-        ("--work", "11"),
-        ("--deadline", "soon"),
-        ("--grace", "61"),
-    ] {
-        let o = run(BIN, &[opt, bad]);
-        assert_eq!(o.code(), Some(2), "{opt} {bad}: {o:?}");
-        assert!(o.stderr.contains(opt), "{opt} {bad}: {}", o.stderr);
-        assert!(o.stdout.is_empty());
-    }
+    assert_values_rejected(BIN, "--workers", &["0", "17"]);
+    assert_values_rejected(BIN, "--work", &["-1", "11"]);
+    assert_values_rejected(BIN, "--deadline", &["soon"]);
+    assert_values_rejected(BIN, "--grace", &["61"]);
 }

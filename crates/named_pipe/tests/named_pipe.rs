@@ -4,8 +4,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 
 use common::testing::{
-    assert_help_and_bad_options, assert_nothing_left, numbers, run, speaker, Lesson, Outcome,
-    LINE_LIMIT, SETTLE,
+    assert_help_and_bad_options, assert_nothing_left, assert_values_rejected, numbers, run,
+    speaker, Lesson, Outcome, LINE_LIMIT, SETTLE,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_named_pipe");
@@ -168,16 +168,7 @@ fn the_lesson_killed_alone_takes_its_programs_with_it() {
 #[test]
 fn help_and_bad_options() {
     assert_help_and_bad_options(BIN);
-    for bad in [
-        &["--writers", "0"][..],
-        &["--writers", "17"],
-        &["--records", "0"],
-        &["--records", "20001"],
-        &["--big-records", "201"],
-        &["--big-records", "x"],
-    ] {
-        let o = run(BIN, bad);
-        assert_eq!(o.code(), Some(2), "{bad:?}: {o:?}");
-        assert!(o.stderr.contains(bad[0]), "{bad:?}: {}", o.stderr);
-    }
+    assert_values_rejected(BIN, "--writers", &["0", "17"]);
+    assert_values_rejected(BIN, "--records", &["0", "20001"]);
+    assert_values_rejected(BIN, "--big-records", &["201", "x"]);
 }

@@ -5,8 +5,8 @@ use std::os::unix::process::ExitStatusExt;
 use nix::sys::signal::Signal;
 
 use common::testing::{
-    assert_help_and_bad_options, assert_nothing_left, numbers, run, speaker, Lesson, Outcome,
-    HANG_LIMIT, LINE_LIMIT, SETTLE,
+    assert_help_and_bad_options, assert_nothing_left, assert_rejected, assert_values_rejected,
+    numbers, run, speaker, Lesson, Outcome, HANG_LIMIT, LINE_LIMIT, SETTLE,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_orphan");
@@ -144,18 +144,7 @@ fn a_killed_grandparent_leaves_no_orphan_running() {
 #[test]
 fn help_and_bad_options() {
     assert_help_and_bad_options(BIN);
-    for bad in [
-        &["--subreaper=yes"][..],
-        &["--parent-stays", "61"],
-        &["--orphan-stays", "-1"],
-        &["--orphan-stays", "soon"],
-    ] {
-        let o = run(BIN, bad);
-        assert_eq!(o.code(), Some(2), "{bad:?}: {o:?}");
-        assert!(
-            o.stderr.contains(bad[0].split('=').next().unwrap()),
-            "{}",
-            o.stderr
-        );
-    }
+    assert_rejected(BIN, &["--subreaper=yes"], "--subreaper");
+    assert_values_rejected(BIN, "--parent-stays", &["61"]);
+    assert_values_rejected(BIN, "--orphan-stays", &["-1", "soon"]);
 }

@@ -6,8 +6,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::testing::{
-    assert_help_and_bad_options, assert_nothing_left, numbers, run, speaker, Lesson, Outcome,
-    HANG_LIMIT, SETTLE,
+    assert_help_and_bad_options, assert_nothing_left, assert_values_rejected, numbers, run,
+    speaker, Lesson, Outcome, HANG_LIMIT, SETTLE,
 };
 use nix::sys::signal::Signal;
 
@@ -243,19 +243,7 @@ fn sigint_to_the_group_leaves_nothing() {
 #[test]
 fn help_and_bad_options() {
     assert_help_and_bad_options(BIN);
-    for (option, bad) in [
-        ("--messages", "0"),
-        ("--messages", "100001"),
-        ("--messages", "many"),
-        ("--max-len", "65537"),
-        ("--max-len", "-1"),
-        ("--window", "-1"),
-        ("--window", "601"),
-        ("--window", "soon"),
-    ] {
-        let o = run(BIN, &[option, bad]);
-        assert_eq!(o.code(), Some(2), "{option} {bad}: {o:?}");
-        assert!(o.stderr.contains(option), "{option} {bad}: {}", o.stderr);
-        assert!(o.stdout.is_empty());
-    }
+    assert_values_rejected(BIN, "--messages", &["0", "100001", "many"]);
+    assert_values_rejected(BIN, "--max-len", &["65537", "-1"]);
+    assert_values_rejected(BIN, "--window", &["-1", "601", "soon"]);
 }

@@ -1,7 +1,8 @@
 //! Runs the prefork_server lesson and checks what it claims, from outside.
 
 use common::testing::{
-    assert_help_and_bad_options, assert_nothing_left, numbers, run, speaker, Outcome,
+    assert_help_and_bad_options, assert_nothing_left, assert_values_rejected, numbers, run,
+    speaker, Outcome,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_prefork_server");
@@ -164,17 +165,7 @@ fn more_workers_and_clients_than_requests() {
 #[test]
 fn help_and_bad_options() {
     assert_help_and_bad_options(BIN);
-    for (opt, bad) in [
-        ("--workers", "0"),
-        ("--workers", "17"),
-        ("--connections", "0"),
-        ("--connections", "5001"),
-        ("--clients", "0"),
-        ("--clients", "17"),
-    ] {
-        let o = run(BIN, &[opt, bad]);
-        assert_eq!(o.code(), Some(2), "{opt} {bad}: {o:?}");
-        assert!(o.stderr.contains(opt), "{opt}: {}", o.stderr);
-        assert!(o.stdout.is_empty(), "{opt} {bad}: nothing started");
-    }
+    assert_values_rejected(BIN, "--workers", &["0", "17"]);
+    assert_values_rejected(BIN, "--connections", &["0", "5001"]);
+    assert_values_rejected(BIN, "--clients", &["0", "17"]);
 }

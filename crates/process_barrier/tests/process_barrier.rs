@@ -3,7 +3,8 @@
 use std::collections::{HashMap, HashSet};
 
 use common::testing::{
-    assert_help_and_bad_options, assert_nothing_left, numbers, run, speaker, Outcome,
+    assert_help_and_bad_options, assert_nothing_left, assert_values_rejected, numbers, run,
+    speaker, Outcome,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_process_barrier");
@@ -135,17 +136,7 @@ fn bench_prints_one_tsv_line() {
 #[test]
 fn help_and_bad_options() {
     assert_help_and_bad_options(BIN);
-    for (option, bad) in [
-        ("--workers", "1"),
-        ("--workers", "1000"),
-        ("--phases", "0"),
-        ("--phases", "x"),
-        ("--rounds", "0"),
-        ("--rounds", "1000000000"),
-    ] {
-        let o = run(BIN, &[option, bad]);
-        assert_eq!(o.code(), Some(2), "{option} {bad}: {o:?}");
-        assert!(o.stderr.contains(option), "{option} {bad}: {}", o.stderr);
-        assert!(o.stdout.is_empty());
-    }
+    assert_values_rejected(BIN, "--workers", &["1", "1000"]);
+    assert_values_rejected(BIN, "--phases", &["0", "x"]);
+    assert_values_rejected(BIN, "--rounds", &["0", "1000000000"]);
 }

@@ -1,7 +1,8 @@
 //! Runs the process_lock lesson and checks what it claims, from outside.
 
 use common::testing::{
-    assert_help_and_bad_options, assert_nothing_left, numbers, run, speaker, Outcome,
+    assert_help_and_bad_options, assert_nothing_left, assert_values_rejected, numbers, run,
+    speaker, Outcome,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_process_lock");
@@ -98,16 +99,6 @@ fn a_holder_killed_with_the_lock_is_noticed_and_the_data_repaired() {
 #[test]
 fn help_and_bad_options() {
     assert_help_and_bad_options(BIN);
-    for (option, bad) in [
-        ("--workers", "1"),
-        ("--workers", "17"),
-        ("--workers", "many"),
-        ("--iterations", "0"),
-        ("--iterations", "99999999999"),
-    ] {
-        let o = run(BIN, &[option, bad]);
-        assert_eq!(o.code(), Some(2), "{option} {bad}: {o:?}");
-        assert!(o.stderr.contains(option), "{option} {bad}: {}", o.stderr);
-        assert!(o.stdout.is_empty());
-    }
+    assert_values_rejected(BIN, "--workers", &["1", "17", "many"]);
+    assert_values_rejected(BIN, "--iterations", &["0", "99999999999"]);
 }

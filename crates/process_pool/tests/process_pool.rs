@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
 use common::testing::{
-    assert_help_and_bad_options, assert_nothing_left, numbers, run, speaker, Lesson, Outcome,
-    HANG_LIMIT, SETTLE,
+    assert_help_and_bad_options, assert_nothing_left, assert_rejected, assert_values_rejected,
+    numbers, run, speaker, Lesson, Outcome, HANG_LIMIT, SETTLE,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_process_pool");
@@ -291,23 +291,10 @@ fn help_and_bad_options() {
     assert_help_and_bad_options(BIN);
     let help = run(BIN, &["--help"]);
     assert!(help.stdout.contains("--workers N") && help.stdout.contains("(1-64, default 3)"));
-    for (opt, bad) in [
-        ("--workers", "0"),
-        ("--workers", "1000"),
-        ("--tasks", "0"),
-        ("--tasks", "1001"),
-        ("--inflight", "0"),
-        ("--inflight", "65"),
-        ("--stuck-after", "0.5"),
-        ("--stuck-after", "601"),
-        ("--bench-tasks", "10"),
-        ("--bench-tasks", "x"),
-    ] {
-        let o = run(BIN, &[opt, bad]);
-        assert_eq!(o.code(), Some(2), "{opt} {bad}: {o:?}");
-        assert!(o.stderr.contains(opt), "{opt} {bad}: {}", o.stderr);
-        assert!(o.stdout.is_empty());
-    }
-    let o = run(BIN, &["--bench=yes"]);
-    assert_eq!(o.code(), Some(2));
+    assert_values_rejected(BIN, "--workers", &["0", "1000"]);
+    assert_values_rejected(BIN, "--tasks", &["0", "1001"]);
+    assert_values_rejected(BIN, "--inflight", &["0", "65"]);
+    assert_values_rejected(BIN, "--stuck-after", &["0.5", "601"]);
+    assert_values_rejected(BIN, "--bench-tasks", &["10", "x"]);
+    assert_rejected(BIN, &["--bench=yes"], "--bench");
 }

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use common::testing::{
-    assert_help_and_bad_options, assert_nothing_left, numbers, run, speaker, Outcome,
+    assert_help_and_bad_options, assert_nothing_left, assert_values_rejected, numbers, run,
+    speaker, Outcome,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_process_semaphore");
@@ -88,17 +89,7 @@ fn holders_overlap_with_real_holds() {
 #[test]
 fn help_and_bad_options() {
     assert_help_and_bad_options(BIN);
-    for (opt, bad) in [
-        ("--workers", "0"),
-        ("--workers", "1000"),
-        ("--permits", "0"),
-        ("--permits", "17"),
-        ("--hold", "-0.5"),
-        ("--hold", "long"),
-    ] {
-        let o = run(BIN, &[opt, bad]);
-        assert_eq!(o.code(), Some(2), "{opt} {bad}: {o:?}");
-        assert!(o.stderr.contains(opt), "{opt} {bad}: {}", o.stderr);
-        assert!(o.stdout.is_empty());
-    }
+    assert_values_rejected(BIN, "--workers", &["0", "1000"]);
+    assert_values_rejected(BIN, "--permits", &["0", "17"]);
+    assert_values_rejected(BIN, "--hold", &["-0.5", "long"]);
 }

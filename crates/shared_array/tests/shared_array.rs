@@ -1,7 +1,8 @@
 //! Runs the shared_array lesson and checks what it claims, from outside.
 
 use common::testing::{
-    assert_help_and_bad_options, assert_nothing_left, numbers, run, speaker, Outcome,
+    assert_help_and_bad_options, assert_nothing_left, assert_values_rejected, numbers, run,
+    speaker, Outcome,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_shared_array");
@@ -103,16 +104,6 @@ fn the_numbers_follow_the_options_with_real_pauses() {
 #[test]
 fn help_and_bad_options() {
     assert_help_and_bad_options(BIN);
-    for (opt, bad) in [
-        ("--iterations", "9"),
-        ("--iterations", "2001"),
-        ("--rounds", "99"),
-        ("--rounds", "20001"),
-        ("--rounds", "lots"),
-    ] {
-        let o = run(BIN, &[opt, bad]);
-        assert_eq!(o.code(), Some(2), "{opt} {bad}: {o:?}");
-        assert!(o.stderr.contains(opt), "{opt} {bad}: {}", o.stderr);
-        assert!(o.stdout.is_empty(), "nothing started: {}", o.stdout);
-    }
+    assert_values_rejected(BIN, "--iterations", &["9", "2001"]);
+    assert_values_rejected(BIN, "--rounds", &["99", "20001", "lots"]);
 }

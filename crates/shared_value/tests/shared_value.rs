@@ -1,7 +1,8 @@
 //! Runs the shared_value lesson and checks what it claims, from outside.
 
 use common::testing::{
-    assert_help_and_bad_options, assert_nothing_left, numbers, run, speaker, Outcome,
+    assert_help_and_bad_options, assert_nothing_left, assert_values_rejected, numbers, run,
+    speaker, Outcome,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_shared_value");
@@ -115,16 +116,6 @@ fn the_numbers_follow_the_options_with_real_pauses() {
 #[test]
 fn help_and_bad_options() {
     assert_help_and_bad_options(BIN);
-    for (opt, bad) in [
-        ("--iterations", "0"),
-        ("--iterations", "1000001"),
-        ("--iterations", "many"),
-        ("--start", "-1"),
-        ("--start", "1000000001"),
-    ] {
-        let o = run(BIN, &[opt, bad]);
-        assert_eq!(o.code(), Some(2), "{opt} {bad}: {o:?}");
-        assert!(o.stderr.contains(opt), "{opt} {bad}: {}", o.stderr);
-        assert!(o.stdout.is_empty(), "nothing started: {}", o.stdout);
-    }
+    assert_values_rejected(BIN, "--iterations", &["0", "1000001", "many"]);
+    assert_values_rejected(BIN, "--start", &["-1", "1000000001"]);
 }

@@ -5,8 +5,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
 use common::testing::{
-    assert_help_and_bad_options, assert_nothing_left, numbers, run, speaker, Lesson, Outcome,
-    LINE_LIMIT, SETTLE,
+    assert_help_and_bad_options, assert_nothing_left, assert_values_rejected, numbers, run,
+    speaker, Lesson, Outcome, LINE_LIMIT, SETTLE,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_supervisor");
@@ -295,17 +295,8 @@ fn a_killed_supervisor_takes_its_workers_with_it() {
 #[test]
 fn help_and_bad_options() {
     assert_help_and_bad_options(BIN);
-    for bad in [
-        &["--workers", "0"][..],
-        &["--workers", "17"],
-        &["--seed", "-1"],
-        &["--seed", "4294967296"],
-        &["--max-restarts", "21"],
-        &["--window", "0.5"],
-        &["--window", "x"],
-    ] {
-        let o = run(BIN, bad);
-        assert_eq!(o.code(), Some(2), "{bad:?}: {o:?}");
-        assert!(o.stderr.contains(bad[0]), "{bad:?}: {}", o.stderr);
-    }
+    assert_values_rejected(BIN, "--workers", &["0", "17"]);
+    assert_values_rejected(BIN, "--seed", &["-1", "4294967296"]);
+    assert_values_rejected(BIN, "--max-restarts", &["21"]);
+    assert_values_rejected(BIN, "--window", &["0.5", "x"]);
 }

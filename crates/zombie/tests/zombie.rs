@@ -1,6 +1,8 @@
 //! Runs the zombie lesson and checks what it claims, from outside.
 
-use common::testing::{assert_help_and_bad_options, assert_nothing_left, run, speaker};
+use common::testing::{
+    assert_help_and_bad_options, assert_nothing_left, assert_rejected, run, speaker,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_zombie");
 
@@ -44,7 +46,5 @@ fn the_zombie_stays_for_the_whole_window() {
 #[test]
 fn help_and_bad_options() {
     assert_help_and_bad_options(BIN);
-    let o = run(BIN, &["--window", "-3"]);
-    assert_eq!(o.code(), Some(2));
-    assert!(o.stderr.contains("--window"));
+    assert_rejected(BIN, &["--window", "-3"], "--window");
 }
