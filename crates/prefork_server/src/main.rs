@@ -131,7 +131,7 @@ use std::time::{Duration, Instant};
 use common::fork::{exit_code, spawn};
 use common::opts::{Args, Opt, Pace, Spec};
 use common::shm::{Shared, SharedSlice};
-use common::{describe, say, warn, Child};
+use common::{describe, procfs, say, warn, Child};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
@@ -881,12 +881,13 @@ fn sockets_of(pid: i32) -> io::Result<Vec<u64>> {
 }
 
 /// How often this process went to sleep: `voluntary_ctxt_switches` in
-/// `/proc/self/status`.
+/// `/proc/<pid>/status`.
 fn voluntary_switches() -> io::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| io::Error::other("/proc/self/status: no voluntary_ctxt_switches"))
+    let pid = std::process::id() as i32;
+    let value = procfs::status_field(pid, "voluntary_ctxt_switches")?;
+    value.parse().map_err(|e| {
+        io::Error::other(format!(
+            "/proc/{pid}/status: voluntary_ctxt_switches {value:?}: {e}"
+        ))
+    })
 }
