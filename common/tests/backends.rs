@@ -40,6 +40,16 @@ macro_rules! backend_tests {
             use super::*;
             use $backend as b;
 
+            /// A child takes the lock and exits without releasing it.
+            fn die_holding(m: &b::Mutex<u64>) {
+                let mut c = child(|| {
+                    let Ok(l) = m.lock() else { return 3 };
+                    std::mem::forget(l); // die holding it
+                    0
+                });
+                assert_eq!(describe(c.wait().unwrap()), "exited with 0");
+            }
+
             #[test]
             fn semaphore_counts_and_times_out() {
                 let sem = b::Semaphore::shared(2).unwrap();
@@ -182,12 +192,7 @@ macro_rules! backend_tests {
             fn a_dead_holder_is_reported_and_the_data_repaired() {
                 let _g = forking();
                 let m = b::Mutex::shared(7u64).unwrap();
-                let mut c = child(|| {
-                    let Ok(l) = m.lock() else { return 3 };
-                    std::mem::forget(l); // die holding it
-                    0
-                });
-                c.wait().unwrap();
+                die_holding(&m);
                 match m.lock_timeout(Duration::from_secs(10)).unwrap() {
                     Some(Locked::OwnerDied(mut g)) => {
                         *g = 8;
@@ -237,12 +242,7 @@ macro_rules! backend_tests {
             fn lock_within_refuses_a_dead_holder() {
                 let _g = forking();
                 let m = b::Mutex::shared(0u64).unwrap();
-                let mut c = child(|| {
-                    let Ok(l) = m.lock() else { return 3 };
-                    std::mem::forget(l);
-                    0
-                });
-                c.wait().unwrap();
+                die_holding(&m);
                 let e = m
                     .lock_within(Duration::from_secs(10))
                     .err()
@@ -254,12 +254,7 @@ macro_rules! backend_tests {
             fn unrepaired_after_owner_died_is_not_recoverable() {
                 let _g = forking();
                 let m = b::Mutex::shared(0u64).unwrap();
-                let mut c = child(|| {
-                    let Ok(l) = m.lock() else { return 3 };
-                    std::mem::forget(l);
-                    0
-                });
-                c.wait().unwrap();
+                die_holding(&m);
                 let l = m
                     .lock_timeout(Duration::from_secs(10))
                     .unwrap()
