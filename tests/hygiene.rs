@@ -15,19 +15,11 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::testing::{assert_nothing_left, leftovers, run, run_command, Lesson};
-use course_tests::{lesson_bin, quick_args, repo_root, LESSONS};
+use course_tests::{examples, lesson_bin, per_lesson, quick_args, repo_root, LESSONS};
+use testkit::{assert_nothing_left, leftovers, run, run_command, Lesson};
 
 /// How long everything gets to end after a signal.
 const WITHIN: Duration = Duration::from_secs(5);
-
-macro_rules! per_lesson {
-    ($check:ident: $($lesson:ident),* $(,)?) => {
-        mod $check {
-            $( #[test] fn $lesson() { super::$check(stringify!($lesson)) } )*
-        }
-    };
-}
 
 /// Start a lesson at `pace` in a new session, its stdout read line by line.
 fn start(name: &str, pace: &str) -> Lesson {
@@ -108,7 +100,7 @@ fn parent_killed(name: &str) {
     assert_eq!(status.signal(), Some(libc::SIGKILL));
     // The orphan lesson's orphan outlives its parent by design, for a
     // bounded time.
-    let limit = if name == "orphan" {
+    let limit = if name == "orphan" || name.starts_with("orphan_") {
         Duration::from_secs(30)
     } else {
         WITHIN
@@ -254,8 +246,8 @@ fn the_private_object_check_can_fail() {
     assert_eq!(private_object_faults(good, "/tmp"), Vec::<String>::new());
 }
 
-/// Each lesson crate, copied with `common` beside it as the README says,
-/// builds on its own and runs. One target directory serves all copies, so
+/// Each lesson crate, copied with `common` and `testkit` beside it as the README says,
+/// builds on its own, with its examples, and runs them. One target directory serves all copies, so
 /// the dependencies are compiled once.
 #[test]
 fn every_lesson_copies_out() {
@@ -277,10 +269,11 @@ fn every_lesson_copies_out() {
         };
         cp(&repo_root().join("crates").join(name), &krate);
         cp(&repo_root().join("common"), &course.join("common"));
+        cp(&repo_root().join("testkit"), &course.join("testkit"));
         let _ = std::fs::remove_dir_all(krate.join("target"));
         cp(&repo_root().join("Cargo.lock"), &krate.join("Cargo.lock"));
         let build = Command::new("cargo")
-            .args(["build", "--offline", "-q"])
+            .args(["build", "--offline", "-q", "--bins", "--examples"])
             .current_dir(&krate)
             .env("CARGO_TARGET_DIR", &target)
             .env_remove("RUSTFLAGS")
@@ -294,6 +287,14 @@ fn every_lesson_copies_out() {
         let o = run(target.join("debug").join(name), quick_args(name));
         o.assert_success();
         assert_nothing_left(name, o.pid);
+        for example in examples(name) {
+            let o = run(
+                target.join("debug").join("examples").join(&example),
+                quick_args(&example),
+            );
+            o.assert_success();
+            assert_nothing_left(&example, o.pid);
+        }
     }
     let _ = std::fs::remove_dir_all(&base);
 }

@@ -1,18 +1,9 @@
 //! Every lesson, run from outside: it passes its own checks at full speed,
 //! names the process on every line, leaves nothing behind, answers `--help`,
-//! and refuses every bad option value with exit 2 and one line.
+//! and refuses every bad option value with exit 2 and a short message naming it.
 
-use common::testing::{assert_nothing_left, run, speaker};
-use course_tests::{lesson_bin, numeric_options, quick_args, repo_root, LESSONS};
-
-/// Generate one test per lesson for each check below.
-macro_rules! per_lesson {
-    ($check:ident: $($lesson:ident),* $(,)?) => {
-        mod $check {
-            $( #[test] fn $lesson() { super::$check(stringify!($lesson)) } )*
-        }
-    };
-}
+use course_tests::{lesson_bin, numeric_options, per_lesson, quick_args, repo_root, LESSONS};
+use testkit::{assert_nothing_left, assert_rejected, run, speaker};
 
 fn runs_and_proves_its_claims(name: &str) {
     let o = run(lesson_bin(name), quick_args(name));
@@ -41,9 +32,21 @@ fn help_and_every_bad_value(name: &str) {
     let options = numeric_options(&help.stdout);
     assert!(
         options.iter().any(|o| o.name == "--pace"),
-        "{name} --help shows --pace"
+        "{name} --help shows --pace:\n{}",
+        help.stdout
     );
     for opt in &options {
+        // The range --help states is the one the parser applies: both ends
+        // accepted (checked before --help is acted on), one step past refused.
+        for end in [opt.min, opt.max] {
+            let o = run(&bin, &[&opt.name, &end.to_string(), "--help"]);
+            assert_eq!(
+                o.code(),
+                Some(0),
+                "{name} {} {end} is accepted: {o:?}",
+                opt.name
+            );
+        }
         let beyond = if opt.whole {
             format!("{}", opt.max as u64 + 1)
         } else {
@@ -51,41 +54,20 @@ fn help_and_every_bad_value(name: &str) {
         };
         let mut bad = vec!["abc".to_string(), "-5".to_string(), beyond, String::new()];
         if opt.min > 0.0 {
-            bad.push("0".to_string());
+            bad.push(if opt.whole {
+                format!("{}", opt.min as u64 - 1)
+            } else {
+                "0".to_string()
+            });
         }
         if opt.whole {
             bad.push("1.5".to_string());
         }
         for value in bad {
-            let o = run(&bin, &[&opt.name, &value]);
-            assert_eq!(o.code(), Some(2), "{name} {} {value:?}: {o:?}", opt.name);
-            let lines: Vec<&str> = o.stderr.lines().collect();
-            assert_eq!(
-                lines.len(),
-                1,
-                "{name} {} {value:?}: one line: {:?}",
-                opt.name,
-                o.stderr
-            );
-            assert!(
-                lines[0].contains(&opt.name),
-                "{name}: the line names {}: {}",
-                opt.name,
-                lines[0]
-            );
-            assert!(!o.stderr.contains("panicked"), "{name}: {}", o.stderr);
-            assert!(
-                o.stdout.is_empty(),
-                "{name} {} {value:?}: nothing started: {}",
-                opt.name,
-                o.stdout
-            );
-            assert_nothing_left(name, o.pid);
+            assert_rejected(&bin, &[&opt.name, &value], &opt.name);
         }
     }
-    let o = run(&bin, &["--no-such-option"]);
-    assert_eq!(o.code(), Some(2));
-    assert_eq!(o.stderr.lines().count(), 1);
+    assert_rejected(&bin, &["--no-such-option"], "--no-such-option");
     let env = std::process::Command::new(&bin)
         .env("LESSON_PACE", "soon")
         .output()

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::testing::{run_command, Outcome};
 use course_tests::{bin_dir, repo_root, LESSONS};
+use testkit::{run_command, Outcome};
 
 fn scripts() -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(repo_root().join("scripts"))

@@ -17,7 +17,10 @@
 //!   exists, until it is unlinked.
 //! - [`procfs`]: a process's state letter, parent, start time and name, a
 //!   line of its `status` (`SigBlk`...), and where it sleeps (`wchan`).
-//! - [`opts`]: `--help`, `--pace` / `LESSON_PACE` and numeric options with ranges.
+//! - [`args`]: the pace factor (`--pace` / `LESSON_PACE`) every lesson flattens
+//!   into its clap options, and a range-checked parser for decimal options.
+//! - [`opts`]: the hand-written option parser the lessons used before clap
+//!   (goes away once no lesson uses it).
 //! - [`out`]: every line names the process that prints it: `[parent 4242] ...`.
 //! - [`names`]: unique, private names for named kernel objects.
 //!
@@ -25,6 +28,7 @@
 
 #![cfg(target_os = "linux")]
 
+pub mod args;
 pub mod fork;
 pub mod futex;
 pub mod names;
@@ -35,12 +39,11 @@ pub mod procfs;
 pub mod program;
 pub mod shm;
 pub mod signals;
-pub mod testing;
 
 mod timeouts;
 
+pub use args::Pace;
 pub use fork::{describe, Child};
-pub use opts::{Args, Opt, Pace, Spec};
 pub use shm::Shared;
 pub use timeouts::TimedOut;
 

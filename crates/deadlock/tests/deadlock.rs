@@ -1,6 +1,6 @@
 //! Runs the deadlock lesson and checks what it claims, from outside.
 
-use common::testing::{
+use testkit::{
     assert_help_and_bad_options, assert_nothing_left, assert_values_rejected, numbers, run,
     speaker, Outcome,
 };

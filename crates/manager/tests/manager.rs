@@ -3,12 +3,12 @@
 use std::path::Path;
 use std::time::Instant;
 
-use common::testing::{
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use testkit::{
     assert_help_and_bad_options, assert_nothing_left, assert_values_rejected, numbers, run,
     speaker, Lesson, Outcome, HANG_LIMIT, SETTLE,
 };
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 
 const BIN: &str = env!("CARGO_BIN_EXE_manager");
 

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use common::testing::{
+use testkit::{
     assert_help_and_bad_options, assert_nothing_left, assert_values_rejected, numbers, run,
     speaker, Outcome,
 };

@@ -4,7 +4,7 @@ use std::os::unix::process::ExitStatusExt;
 
 use nix::sys::signal::Signal;
 
-use common::testing::{
+use testkit::{
     assert_help_and_bad_options, assert_nothing_left, assert_rejected, assert_values_rejected,
     numbers, run, speaker, Lesson, Outcome, HANG_LIMIT, LINE_LIMIT, SETTLE,
 };

@@ -1,7 +1,7 @@
 //! Runs the performance lesson in quick mode: its exactness checks pass and
 //! every figure is reported. No timing is asserted.
 
-use common::testing::{assert_help_and_bad_options, assert_nothing_left, assert_rejected, run};
+use testkit::{assert_help_and_bad_options, assert_nothing_left, assert_rejected, run};
 
 const BIN: &str = env!("CARGO_BIN_EXE_performance");
 

@@ -5,11 +5,11 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::testing::{
+use nix::sys::signal::Signal;
+use testkit::{
     assert_help_and_bad_options, assert_nothing_left, assert_values_rejected, numbers, run,
     speaker, Lesson, Outcome, HANG_LIMIT, SETTLE,
 };
-use nix::sys::signal::Signal;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pipe_communication");
 const TOPIC: &str = "pipe_communication";

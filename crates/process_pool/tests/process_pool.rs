@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
-use common::testing::{
+use testkit::{
     assert_help_and_bad_options, assert_nothing_left, assert_rejected, assert_values_rejected,
     numbers, run, speaker, Lesson, Outcome, HANG_LIMIT, SETTLE,
 };

@@ -3,11 +3,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt;
 
-use common::testing::{
+use nix::sys::signal::Signal;
+use testkit::{
     assert_help_and_bad_options, assert_nothing_left, assert_rejected, assert_values_rejected,
     numbers, run, speaker, Lesson, Outcome, HANG_LIMIT, SETTLE,
 };
-use nix::sys::signal::Signal;
 
 const BIN: &str = env!("CARGO_BIN_EXE_queue_communication");
 const TOPIC: &str = "queue_communication";

@@ -4,7 +4,7 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::testing::{
+use testkit::{
     assert_help_and_bad_options, assert_nothing_left, assert_values_rejected, numbers, run,
     speaker, Lesson, Outcome, HANG_LIMIT, SETTLE,
 };

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
-use common::testing::{
+use testkit::{
     assert_help_and_bad_options, assert_nothing_left, assert_values_rejected, numbers, run,
     speaker, Lesson, Outcome, LINE_LIMIT, SETTLE,
 };
