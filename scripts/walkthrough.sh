@@ -3,13 +3,21 @@
 #              heading with a line on what to watch. Stops at the first
 #              lesson that fails (a lesson fails when the system disagrees
 #              with what it teaches).
-# Usage: scripts/walkthrough.sh [PACE]
+#              After each lesson it names the lesson's examples (the
+#              deeper parts, crates/<lesson>/examples/); with --examples
+#              it runs them too.
+# Usage: scripts/walkthrough.sh [--examples] [PACE]
 #   PACE scales the pauses meant for a human watching (default:
 #   $LESSON_PACE or 1; 0 runs everything at full speed).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
+run_examples=
+if [[ ${1:-} == --examples ]]; then
+    run_examples=yes
+    shift
+fi
 pace=$(lesson_pace 1 "${1:-}")
 enter_repo
 
@@ -17,7 +25,7 @@ enter_repo
 lessons=(
     "basic_process||the child's PID and PPID, and a variable the child changed that the parent still sees unchanged"
     "multiple_processes||children reaped in the order they finish; a child seen running, sleeping, stopped and a zombie; the overrunning child killed by SIGKILL"
-    "zombie||the child in state Z while the parent does not reap it, then exit code 42; no zombie with a SIGCHLD handler or SIG_IGN"
+    "zombie||the child in state Z while the parent does not reap it, then exit code 42 (examples: no zombie with a SIGCHLD handler or SIG_IGN)"
     "orphan||the child's parent PID changing when its parent exits, and who adopted it"
     "pipe_communication||no end-of-file while a write end stays open; framed messages; EPIPE; sent and received checksums equal"
     "queue_communication||producers waiting on a full queue; every item consumed exactly once, in order per producer"
@@ -45,7 +53,7 @@ done
 
 # Building them all takes a while; there is none with LESSON_BIN_DIR set.
 [[ -n ${LESSON_BIN_DIR:-} ]] || echo "Building ${#present[@]} lessons..."
-bin_dir=$(lesson_bin_dir debug --workspace --bins)
+bin_dir=$(lesson_bin_dir debug --workspace --bins --examples)
 
 n=0
 for entry in "${present[@]}"; do
@@ -62,5 +70,18 @@ for entry in "${present[@]}"; do
         echo "walkthrough: lesson $name failed" >&2
         exit 1
     fi
+    for file in crates/"$name"/examples/*.rs; do
+        [[ -f $file ]] || continue
+        example=$(basename "$file" .rs)
+        if [[ -z $run_examples ]]; then
+            printf 'An example:  cargo run -p %s --example %s\n' "$name" "$example"
+            continue
+        fi
+        printf '\n---- example %s (crates/%s/examples/%s.rs) ----\n' "$example" "$name" "$example"
+        if ! "$bin_dir/examples/$example" --pace "$pace"; then
+            echo "walkthrough: example $example failed" >&2
+            exit 1
+        fi
+    done
 done
 printf '\nwalkthrough: all %d lessons ran and passed their own checks\n' "${#present[@]}"

@@ -96,8 +96,17 @@ fn lesson_scripts_see_what_they_show() {
     for s in scripts() {
         let name = s.file_name().expect("name").to_string_lossy().into_owned();
         // The walkthrough has its own test; stress and bench run the
-        // lessons again at length (CI runs stress.sh itself); lib.sh is sourced by the others, not run.
-        if ["walkthrough.sh", "stress.sh", "bench.sh", "lib.sh"].contains(&name.as_str()) {
+        // lessons again at length (CI runs stress.sh itself); lib.sh is sourced by the others, not run;
+        // repeat-tests runs cargo test, which would wait on this run's build lock.
+        if [
+            "walkthrough.sh",
+            "stress.sh",
+            "bench.sh",
+            "lib.sh",
+            "repeat-tests.sh",
+        ]
+        .contains(&name.as_str())
+        {
             continue;
         }
         if !tools_for(&name).iter().all(|t| have(t)) {
@@ -109,10 +118,10 @@ fn lesson_scripts_see_what_they_show() {
 }
 
 #[test]
-fn walkthrough_runs_every_lesson() {
+fn walkthrough_runs_every_lesson_and_example() {
     let mut cmd = Command::new("bash");
     cmd.arg(repo_root().join("scripts/walkthrough.sh"))
-        .arg("0")
+        .args(["--examples", "0"])
         .current_dir(repo_root())
         .env("LESSON_BIN_DIR", bin_dir());
     let o = run_command(cmd);
@@ -122,6 +131,12 @@ fn walkthrough_runs_every_lesson() {
             o.stdout.contains(&format!("  {name} ====")),
             "walkthrough ran {name}"
         );
+        for example in course_tests::examples(name) {
+            assert!(
+                o.stdout.contains(&format!("---- example {example} (")),
+                "walkthrough ran {example}"
+            );
+        }
     }
     assert!(
         o.stdout
