@@ -47,7 +47,7 @@ for _ in $(seq 1 1500); do
         fi
         ss -ltnp "sport = :$port" || true
         echo "the workers, asleep in poll (see WCHAN):"
-        ps -o pid,ppid,stat,wchan:32,comm --ppid "$pid" || true
+        ps -o pid,ppid,stat,wchan:40,comm --ppid "$pid" || true
         echo "=> $sockets listening socket(s) on port $port, held by $pids process(es)"
         if ((looked == 1 && sockets == 1 && pids >= 2)); then
             shared_ok=yes

@@ -2,10 +2,12 @@
 //! handle to wait for it, with or without a timeout.
 //!
 //! Why `fork` is `unsafe` in Rust: the child is a copy of the parent with
-//! only the thread that called `fork`. Any lock another thread held at that
-//! moment (the allocator's, stdout's) stays locked forever in the child, so
-//! in a multithreaded process the child may only make async-signal-safe calls
-//! until it `exec`s or `_exit`s. Our lessons are single-threaded, which
+//! only the thread that called `fork`. A lock another thread held at that
+//! moment stays locked forever in the child: Rust's stdout lock, any `Mutex`
+//! of the program, or the allocator's lock with an allocator that does not
+//! prepare for `fork` (glibc's malloc does: it resets its locks in the
+//! child). So POSIX allows the child of a multithreaded process only
+//! async-signal-safe calls until it `exec`s or `_exit`s. Our lessons are single-threaded, which
 //! [`Fork::run`] checks (in `/proc/self/stat`) before it forks, so the child
 //! may then do anything.
 //!

@@ -7,8 +7,10 @@
 //! table*, a hash table in the waiting process's own heap. A process that
 //! unlocks looks up waiters in *its* table, finds none, and never wakes the
 //! waiter in the other process. A futex works across processes because the
-//! kernel keys a shared (non-`FUTEX_PRIVATE`) futex by the physical page, so
-//! every process mapping that page waits on, and wakes, the same queue.
+//! kernel keys a shared (non-`FUTEX_PRIVATE`) futex by what backs the memory
+//! (the mapped file or shared-memory object, or the anonymous shared
+//! mapping) and the offset in it, so every process mapping that word waits
+//! on, and wakes, the same queue, whatever address it is mapped at.
 //!
 //! So the raw lock here is ours, and [`RawMutex`] implements
 //! `lock_api::RawMutex` and `lock_api::RawMutexTimed`: the same guard and
@@ -162,7 +164,7 @@ impl Semaphore {
 const WAITERS: u32 = 1 << 31;
 /// The owner's PID (`pid_max` is at most 2^22 on Linux).
 const PID_MASK: u32 = (1 << 30) - 1;
-/// Start times are kept to 40 bits in the stamp (35 years of 100 Hz ticks).
+/// Start times are kept to 40 bits in the stamp (about 348 years of 100 Hz ticks).
 const START_BITS: u32 = 40;
 const START_MASK: u64 = (1 << START_BITS) - 1;
 
@@ -175,7 +177,9 @@ const OWNER_CHECK: Duration = Duration::from_millis(50);
 
 /// This process's PID and start time, read once per process. `fork` copies
 /// the cache, so a child handler registered with `pthread_atfork` clears it
-/// (storing to an atomic is async-signal-safe, as a fork handler must be).
+/// (a single store to an atomic: POSIX does not require fork handlers to be
+/// async-signal-safe, but this one is, so it is also safe in the child of a
+/// multithreaded parent).
 static MY_PID: AtomicU32 = AtomicU32::new(0);
 static MY_START: AtomicU64 = AtomicU64::new(0);
 static AT_FORK: Once = Once::new();

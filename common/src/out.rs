@@ -2,7 +2,9 @@
 //! interleaved lines from several processes can be told apart.
 //!
 //! Each line goes out in a single `write` and is flushed at once, so lines
-//! from different processes never tear into each other, and nothing waits in
+//! from different processes do not tear into each other (into a pipe, POSIX
+//! promises that for writes of up to `PIPE_BUF`, 4096 bytes on Linux; a
+//! longer line may be interleaved with another process's), and nothing waits in
 //! a buffer that a `fork` would copy (and print twice) or that `_exit` would
 //! throw away.
 

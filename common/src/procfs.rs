@@ -88,7 +88,13 @@ pub fn status_field(pid: i32, field: &str) -> io::Result<String> {
 }
 
 /// Where in the kernel `pid` sleeps: the function named in
-/// `/proc/<pid>/wchan` (`wait_for_partner`, `futex_wait_queue`...). `None`
+/// `/proc/<pid>/wchan`. These are kernel-internal function names that change
+/// between versions: on Linux 6.18 a blocked pipe or FIFO read or write shows
+/// `anon_pipe_read` / `anon_pipe_write` (older kernels: `pipe_read` /
+/// `pipe_write`), a FIFO open waiting for its other end `wait_for_partner`,
+/// `poll` `poll_schedule_timeout.constprop.0` (33 characters: widen `ps -o
+/// wchan:40`), and every futex-based wait (`sem_wait`, a robust mutex,
+/// FUTEX_WAIT) `futex_do_wait` (older kernels: `futex_wait_queue`). `None`
 /// if it is not asleep, if the kernel hides the name (the file then reads
 /// `0`), or if there is no such process.
 pub fn wchan(pid: i32) -> io::Result<Option<String>> {

@@ -29,8 +29,8 @@
 //! - Each child has its own copy of the parent's memory. What they share
 //!   here (the semaphores) lives in a `MAP_SHARED` mapping made before `fork`.
 //! - `fork` is `unsafe` in Rust: the child of a multithreaded process gets
-//!   only the forking thread, and locks other threads held (the allocator's,
-//!   stdout's) stay locked, so such a child may only make async-signal-safe
+//!   only the forking thread, and locks other threads held (stdout's, any
+//!   `Mutex`) stay locked, so such a child may only make async-signal-safe
 //!   calls. This parent has one thread (`common::fork` checks it before
 //!   forking), so its children may print and allocate. The helper flushes
 //!   stdout before each fork (or a buffered line would be printed twice), and
@@ -46,7 +46,7 @@
 //! `ps -o pid,ppid,stat,wchan:20,comm --ppid <parent pid>` shows the workers
 //! side by side, then the watched child going `R`, `S`, `T`, `S`, `Z`;
 //! `grep -E 'State|SigBlk|ShdPnd' /proc/<child pid>/status` shows the
-//! overrunning child's blocked and pending SIGTERM (bit 15: `4000` in hex).
+//! overrunning child's blocked and pending SIGTERM (signal 15 is bit 14, counting from 0: `4000` in hex).
 //!
 //! The pitfall: `waitpid(-1)` returns the *oldest* of the children that have
 //! already ended, not the first one to end: the kernel scans its list of
@@ -492,7 +492,9 @@ fn stop_overrunner(args: &Args) -> Result<(), Box<dyn Error>> {
     if signal_mask(pid, "ShdPnd")? & term_bit == 0 {
         return Err(format!("/proc/{pid}/status does not show SIGTERM pending").into());
     }
-    say!("/proc/{pid}/status ShdPnd shows SIGTERM pending: delivered, not acted on");
+    say!(
+        "/proc/{pid}/status ShdPnd shows SIGTERM pending: sent, but blocked, so not yet delivered"
+    );
 
     if let Some(s) = child.wait_timeout(grace)? {
         return Err(format!("the child ended despite blocking SIGTERM: {}", describe(s)).into());

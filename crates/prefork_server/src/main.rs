@@ -42,7 +42,7 @@
 //!   with `SO_REUSEPORT` only the chosen worker is woken. Sometimes a
 //!   worker returns from `poll`, calls `accept`, and gets `EAGAIN` because
 //!   another worker was faster ("woken for nothing"). `epoll` with
-//!   `EPOLLEXCLUSIVE` (Linux 4.5) wakes only one waiter; nginx uses that,
+//!   `EPOLLEXCLUSIVE` (Linux 4.5) wakes one or more waiters, not all; nginx uses that,
 //!   an accept mutex, or `SO_REUSEPORT`.
 //! - The spread. With a shared socket, a connection goes to whichever worker
 //!   reaches `accept` first, so the counts are often uneven. `SO_REUSEPORT`
@@ -79,8 +79,8 @@
 //! at pace 1): `ss -ltnp 'sport = :<port>'` shows one listening socket with
 //! every worker in its `users:` list, then one line per worker on the same
 //! port in the `SO_REUSEPORT` run. `ls -l /proc/<worker pid>/fd` shows the
-//! `socket:[inode]`. `ps -o pid,ppid,stat,wchan:32,comm --ppid <parent pid>`
-//! shows the workers asleep in `poll` (`poll_schedule_timeout`).
+//! `socket:[inode]`. `ps -o pid,ppid,stat,wchan:40,comm --ppid <parent pid>`
+//! shows the workers asleep in `poll` (`poll_schedule_timeout.constprop.0` on Linux 6.18).
 //! `scripts/prefork_server.sh` runs `ss` and `ps` for you.
 //!
 //! The pitfall: a blocking listening socket combined with `poll`. When

@@ -302,8 +302,8 @@ fn in_step(n: usize, phases: usize, pace: Pace) -> Result<(), Box<dyn Error>> {
         std::process::id()
     );
     // `spawn` forks. It refuses to fork a multithreaded process (the child
-    // could find a lock, the allocator's say, held forever by a thread that
-    // was not copied), and it flushes stdout first, so nothing buffered is
+    // could find a lock, stdout's or any Mutex, held forever by a thread
+    // that was not copied), and it flushes stdout first, so nothing buffered is
     // printed twice. The child runs the closure and leaves with `_exit`: it
     // never returns into main, never drops (unmaps) what the parent owns,
     // and it dies with the parent (PR_SET_PDEATHSIG).

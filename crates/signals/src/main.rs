@@ -54,9 +54,12 @@
 //! --ppid <pid>` shows the stopped child in state `T`.
 //! `scripts/signals.sh` does this for you.
 //!
-//! The pitfall: `println!` in a handler. It takes stdout's lock; if the
-//! signal arrived while the main code held that lock, the process waits for
-//! itself forever. And `kill(pid, 0)` says a PID exists, not that it is still
+//! The pitfall: `println!` in a handler. Rust's stdout lock is re-entrant,
+//! so a handler that interrupts a `println!` does not wait for itself: the
+//! inner `RefCell` borrow panics, and a panic cannot unwind out of an
+//! `extern "C"` handler, so the process aborts. The real hang is the
+//! allocator: `format!` allocates, and glibc's malloc lock may be held by
+//! the code the signal interrupted. Set a flag; print in the main code. And `kill(pid, 0)` says a PID exists, not that it is still
 //! your process: a zombie answers, and after reaping the PID may be reused.
 //! A pidfd (`pidfd_send_signal`) names one process for good.
 //!
@@ -152,8 +155,10 @@ fn run(args: &Args) -> Result<(), Box<dyn Error>> {
 }
 
 /// Install `handler` for `signal`; returns the previous action, to restore.
-/// SA_RESTART: a system call that the handler interrupted resumes by itself
-/// instead of failing with EINTR (`ppoll` and `sigsuspend` never resume).
+/// SA_RESTART: some system calls the handler interrupted (`read` on a pipe,
+/// `waitpid`) resume by themselves instead of failing with EINTR; others
+/// fail with EINTR whatever the flag (`poll`, `ppoll`, `select`,
+/// `epoll_wait`, `nanosleep`, `sigsuspend`, `sem_timedwait`: signal(7)).
 fn install(signal: Signal, handler: extern "C" fn(c_int)) -> Result<SigAction, Box<dyn Error>> {
     let action = SigAction::new(
         SigHandler::Handler(handler),
