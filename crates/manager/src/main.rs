@@ -42,7 +42,8 @@
 //!   no threads, so it can go on forking clients.
 //! - Nothing can hang: `accept` waits in `poll` with a timeout, and every
 //!   read on either side has one (`SO_RCVTIMEO`). A peer that dies closes its
-//!   socket, and the other side reads end of file at once. A stuck peer runs
+//!   socket, and the other side reads end of file at once (or gets
+//!   ECONNRESET, if the dead peer left data it had not read). A stuck peer runs
 //!   into a timeout.
 //! - `bind` takes no mode: the socket file's mode comes from the umask, and
 //!   whoever can write to it can connect. So it lives in a directory of mode

@@ -13,7 +13,8 @@
 //!   then `exec`, then `waitpid`): microseconds each;
 //! - moving bytes: a pipe with 64 KiB writes (every byte copied into the
 //!   kernel and out again), and the same bytes through a shared mapping
-//!   handed over with a semaphore (copied once, into the mapping): GB/s;
+//!   handed over with a semaphore (copied in and out of the mapping, twice
+//!   like the pipe, but with no system call per chunk): GB/s;
 //! - a round trip of an 8-byte message between two processes, over a pair
 //!   of pipes, a pair of POSIX message queues, and a pair of semaphores of
 //!   each back end of `common`: microseconds;
@@ -23,7 +24,9 @@
 //!
 //! Key points:
 //! - A round trip between processes is a sleep and a wake-up on each side:
-//!   a few microseconds, whatever carries the 8 bytes. Batch work (send
+//!   tens of microseconds on this machine when the other side sleeps (the
+//!   README's figures), whatever carries the 8 bytes; only a wait that spins
+//!   instead of sleeping gets below a microsecond. Batch work (send
 //!   many items per message) to pay it less often.
 //! - A contended lock moves a cache line between cores on every
 //!   acquisition; an atomic does too, but without ever sleeping.
@@ -119,7 +122,7 @@ const CHUNK: usize = 64 * 1024;
 /// Prints figures as a table for a reader, or as TSV for scripts.
 struct Report {
     tsv: bool,
-    pace: common::Pace,
+    pace: common::opts::Pace,
 }
 
 impl Report {
@@ -233,7 +236,7 @@ fn run(args: &Args) -> Result<(), Box<dyn Error>> {
         "GB/s",
     );
     report.conclude(if shm > pipe {
-        "shared memory copies each byte once, a pipe twice (in and out of the kernel): share large data"
+        "both copy each byte twice here (in and out); shared memory saves the system calls: share large data"
     } else {
         "on this run the pipe kept up with shared memory: the hand-offs, not the copies, cost the most here"
     });

@@ -713,8 +713,10 @@ fn wait_ready(
     }
 }
 
-/// Write all of `buf`. A non-blocking write takes what fits and fails with
-/// `EAGAIN` when the pipe is full; then wait for the reader to make room.
+/// Write all of `buf`. A non-blocking write of more than PIPE_BUF bytes takes
+/// what fits; one of at most PIPE_BUF bytes goes in whole or fails with
+/// `EAGAIN`, as any write does when the pipe is full; then wait for the
+/// reader to make room.
 fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8], deadline: Instant) -> io::Result<()> {
     while !buf.is_empty() {
         match write(fd, buf) {

@@ -235,7 +235,7 @@ fn print_lines(n: usize) -> Result<(), Box<dyn Error>> {
     if torn != 0 || whole != n * LINES {
         return Err(format!("lines tore under the lock, for example {examples:?}").into());
     }
-    say!("a single println! (or say!) is one write(2) per line and would not tear anyway: a pipe write of up to PIPE_BUF (4096) bytes is atomic");
+    say!("a single say! is one write(2) per line and would not tear anyway (a pipe write of up to PIPE_BUF, 4096 bytes, is atomic); println! goes through a 1024-byte buffer, so a longer line takes several writes and can tear");
     Ok(())
 }
 

@@ -11,8 +11,10 @@
 //!
 //! Part 3: why shared memory has names. A forked child inherits the parent's
 //! mappings; a process started with `std::process::Command` does not, because
-//! `exec` replaces its whole address space. It can reach the memory only
-//! through a name in the file system: `/dev/shm/shared_value-<pid>-<random>`.
+//! `exec` replaces its whole address space. It can reach the memory through
+//! a name in the file system, `/dev/shm/shared_value-<pid>-<random>`, as
+//! here (an inherited or passed descriptor, from `memfd_create` or
+//! `shm_open`, would share the memory too).
 //! The parent creates the segment, starts this same program again with the
 //! name in its environment (a `common::program::Program`, which dies with the
 //! lesson), waits until the child says (with a flag in the segment) that it
