@@ -127,6 +127,13 @@ impl Semaphore {
             let r = futex_wait(&self.count, 0, timeout);
             self.waiters.fetch_sub(1, Ordering::SeqCst);
             r?;
+            // Woken or not, a deadline that has passed is a timeout, as in
+            // glibc's `sem_timedwait`: a permit found only afterwards was
+            // not handed to us in time, and taking it would hide a lost
+            // wake-up (a `post` that wakes nobody) as a slow success.
+            if deadline.is_some_and(|d| remaining(d).is_none()) {
+                return Ok(false);
+            }
         }
     }
 
