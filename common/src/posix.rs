@@ -6,6 +6,12 @@
 //! the object's final address, and the object must never move afterwards),
 //! which is why they are made with `shared(...)` and handed out inside a
 //! [`Shared`] mapping rather than by value.
+//!
+//! Every timed wait measures its timeout on `CLOCK_MONOTONIC`, which is
+//! never stepped: `sem_timedwait` and `pthread_mutex_timedlock` would take
+//! a `CLOCK_REALTIME` deadline, and a step of the wall clock (NTP, a VM's
+//! time sync at start-up, `date -s`) would cut such a wait short or make it
+//! far too long.
 
 use std::cell::UnsafeCell;
 use std::io;
@@ -13,8 +19,23 @@ use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use crate::shm::Shared;
-use crate::timeouts::realtime_deadline;
+use crate::timeouts::monotonic_deadline;
 use crate::Locked;
+
+// The timed waits that take their clock (glibc 2.30 and later, POSIX.1-2024).
+// The libc crate does not declare them for Linux, so they are declared here.
+extern "C" {
+    fn sem_clockwait(
+        sem: *mut libc::sem_t,
+        clock: libc::clockid_t,
+        abstime: *const libc::timespec,
+    ) -> libc::c_int;
+    fn pthread_mutex_clocklock(
+        mutex: *mut libc::pthread_mutex_t,
+        clock: libc::clockid_t,
+        abstime: *const libc::timespec,
+    ) -> libc::c_int;
+}
 
 fn check(call: &str, rc: libc::c_int) -> io::Result<()> {
     if rc == 0 {
@@ -84,19 +105,22 @@ impl Semaphore {
 
     /// Take a permit, waiting at most `timeout`; `false` if it timed out.
     ///
-    /// `sem_timedwait` takes an absolute `CLOCK_REALTIME` deadline, so a
-    /// wall-clock jump during the wait lengthens or shortens it.
+    /// `sem_clockwait` with an absolute `CLOCK_MONOTONIC` deadline, not
+    /// `sem_timedwait`, whose `CLOCK_REALTIME` deadline a step of the wall
+    /// clock moves. An absolute deadline also makes a retry after a signal
+    /// (`EINTR`) wait only for what is left.
     pub fn wait_timeout(&self, timeout: Duration) -> io::Result<bool> {
-        let deadline = realtime_deadline(timeout);
+        let deadline = monotonic_deadline(timeout);
         loop {
             // SAFETY: as in `wait`; `deadline` is a valid timespec.
-            if unsafe { libc::sem_timedwait(self.sem.get(), &deadline) } == 0 {
+            let rc = unsafe { sem_clockwait(self.sem.get(), libc::CLOCK_MONOTONIC, &deadline) };
+            if rc == 0 {
                 return Ok(true);
             }
             match io::Error::last_os_error().raw_os_error() {
                 Some(libc::EINTR) => continue,
                 Some(libc::ETIMEDOUT) => return Ok(false),
-                _ => return Err(last_error("sem_timedwait")),
+                _ => return Err(last_error("sem_clockwait")),
             }
         }
     }
@@ -216,11 +240,16 @@ impl<T: Send> Mutex<T> {
     }
 
     /// Lock, waiting at most `timeout`; `None` if it timed out.
+    ///
+    /// `pthread_mutex_clocklock` with a `CLOCK_MONOTONIC` deadline, not
+    /// `pthread_mutex_timedlock`, whose `CLOCK_REALTIME` deadline a step of
+    /// the wall clock moves.
     pub fn lock_timeout(&self, timeout: Duration) -> io::Result<Option<Locked<MutexGuard<'_, T>>>> {
-        let deadline = realtime_deadline(timeout);
+        let deadline = monotonic_deadline(timeout);
         // SAFETY: as in `lock`; `deadline` is a valid timespec.
-        let rc = unsafe { libc::pthread_mutex_timedlock(self.raw.get(), &deadline) };
-        self.outcome(rc, "pthread_mutex_timedlock")
+        let rc =
+            unsafe { pthread_mutex_clocklock(self.raw.get(), libc::CLOCK_MONOTONIC, &deadline) };
+        self.outcome(rc, "pthread_mutex_clocklock")
     }
 
     /// Lock where nobody is expected to die or hold on: a holder that died

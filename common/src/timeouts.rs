@@ -13,15 +13,17 @@ impl fmt::Display for TimedOut {
 
 impl std::error::Error for TimedOut {}
 
-/// `CLOCK_REALTIME` now plus `d`, as the absolute `timespec` that
-/// `sem_timedwait` and `pthread_mutex_timedlock` take.
-pub(crate) fn realtime_deadline(d: Duration) -> libc::timespec {
+/// `CLOCK_MONOTONIC` now plus `d`, as the absolute `timespec` that
+/// `sem_clockwait` and `pthread_mutex_clocklock` take with that clock. The
+/// monotonic clock is never stepped, unlike `CLOCK_REALTIME` (the wall
+/// clock, which NTP, a VM's time sync or `date -s` may set at any moment).
+pub(crate) fn monotonic_deadline(d: Duration) -> libc::timespec {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `now` is a valid out-pointer; CLOCK_REALTIME always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
+    // SAFETY: `now` is a valid out-pointer; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
     let nanos = now.tv_nsec as u128 + d.subsec_nanos() as u128;
     let secs = (now.tv_sec as u128)
         .saturating_add(d.as_secs() as u128)

@@ -4,8 +4,10 @@
 //! These tests fork inside the multithreaded test harness, so they follow
 //! nix's rules: one global lock serialises every test that forks, and the
 //! children only touch shared memory (atomics, the primitives under test)
-//! and leave with `_exit` (through `Fork::run_unchecked`).
+//! and leave with `_exit` (through `Fork::run_unchecked`). The strace
+//! checks start a process (this test binary again) under the same lock.
 
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex as StdMutex;
 use std::time::{Duration, Instant};
@@ -24,6 +26,128 @@ fn child(f: impl FnOnce() -> i32) -> common::Child {
     // SAFETY: the children in this file only use atomics and the
     // primitives under test in shared memory, then `_exit`.
     unsafe { Fork::new("test child").run_unchecked(f) }.expect("fork")
+}
+
+/// Set in the environment of this binary when it runs again under strace:
+/// the traced test then prints where its objects live.
+const TRACED: &str = "BACKENDS_UNDER_STRACE";
+/// Where such a line begins: `traced object <address> <size>`.
+const OBJECT: &str = "traced object";
+
+fn have_strace() -> bool {
+    let ok = Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "strace is required under CI"
+        );
+        eprintln!("SKIPPED: strace is not installed");
+    }
+    ok
+}
+
+/// Print where `object` lives, if this process runs under strace.
+fn show_object<T>(object: &T) {
+    if std::env::var_os(TRACED).is_some() {
+        println!(
+            "{OBJECT} {:p} {}",
+            object as *const T,
+            std::mem::size_of::<T>()
+        );
+    }
+}
+
+/// Run the test `test` of this binary alone under `strace -f -e
+/// trace=futex`: the futex calls it made, and the address ranges of the
+/// objects it showed. `None` if strace is not installed.
+fn futex_trace(test: &str) -> Option<(String, Vec<(u64, u64)>)> {
+    if !have_strace() {
+        return None;
+    }
+    let log = std::env::temp_dir().join(format!(
+        "backends-strace-{}-{}",
+        std::process::id(),
+        test.replace("::", "-")
+    ));
+    let out = {
+        let _g = forking();
+        Command::new("strace")
+            .args(["-f", "-qq", "-e", "trace=futex", "-o"])
+            .arg(&log)
+            .arg(std::env::current_exe().expect("current_exe"))
+            .args([test, "--exact", "--nocapture", "--test-threads=1"])
+            .env(TRACED, "1")
+            .output()
+            .expect("strace")
+    };
+    let trace = std::fs::read_to_string(&log).expect("strace log");
+    let _ = std::fs::remove_file(&log);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{test} under strace: {:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let objects = stdout
+        .lines()
+        .filter_map(|l| {
+            // libtest may have begun the line with the test's name.
+            let mut w = l.split_once(OBJECT)?.1.split_whitespace();
+            let start = u64::from_str_radix(w.next()?.trim_start_matches("0x"), 16).ok()?;
+            let size: u64 = w.next()?.parse().ok()?;
+            Some((start, start + size))
+        })
+        .collect();
+    Some((trace, objects))
+}
+
+/// The futex waits in `trace` on an address inside one of `objects`, and
+/// those among them whose timeout is measured on `CLOCK_REALTIME` (the
+/// wall clock, which can be stepped), as strace shows it:
+/// `futex(0x7f.., FUTEX_WAIT_BITSET|FUTEX_CLOCK_REALTIME, 0, {tv_sec=..}, ..)`.
+fn waits_and_realtime_waits(trace: &str, objects: &[(u64, u64)]) -> (usize, Vec<String>) {
+    let mut waits = 0;
+    let mut realtime = Vec::new();
+    for line in trace.lines() {
+        let Some(args) = line.split_once("futex(").map(|(_, a)| a) else {
+            continue;
+        };
+        let Some(addr) = args
+            .split(',')
+            .next()
+            .and_then(|a| u64::from_str_radix(a.trim().trim_start_matches("0x"), 16).ok())
+        else {
+            continue;
+        };
+        if !objects.iter().any(|&(lo, hi)| (lo..hi).contains(&addr)) || !args.contains("FUTEX_WAIT")
+        {
+            continue;
+        }
+        waits += 1;
+        if args.contains("FUTEX_CLOCK_REALTIME") {
+            realtime.push(line.to_string());
+        }
+    }
+    (waits, realtime)
+}
+
+#[test]
+fn the_clock_check_can_fail() {
+    let trace = "7 futex(0x1000, FUTEX_WAIT_BITSET|FUTEX_CLOCK_REALTIME, 0, {tv_sec=1, tv_nsec=0}, FUTEX_BITSET_MATCH_ANY) = -1 ETIMEDOUT\n\
+                 7 futex(0x1008, FUTEX_WAIT_BITSET, 0, {tv_sec=1, tv_nsec=0}, FUTEX_BITSET_MATCH_ANY <unfinished ...>\n\
+                 8 <... futex resumed>) = -1 ETIMEDOUT\n\
+                 7 futex(0x2000, FUTEX_WAIT, 0, {tv_sec=0, tv_nsec=1000}) = -1 ETIMEDOUT\n\
+                 7 futex(0x3000, FUTEX_WAIT_BITSET_PRIVATE|FUTEX_CLOCK_REALTIME, 0, NULL, FUTEX_BITSET_MATCH_ANY) = 0\n\
+                 7 futex(0x1000, FUTEX_WAKE, 1) = 0\n";
+    let (waits, realtime) = waits_and_realtime_waits(trace, &[(0x1000, 0x1010), (0x2000, 0x2004)]);
+    assert_eq!(waits, 3, "0x3000 is no object of ours, a wake no wait");
+    assert_eq!(realtime.len(), 1, "{realtime:?}");
+    assert!(realtime[0].contains("0x1000"));
 }
 
 fn exited_ok(mut c: common::Child) {
@@ -65,6 +189,72 @@ macro_rules! backend_tests {
                 sem.post().unwrap();
                 assert_eq!(sem.value(), 1);
                 sem.wait().unwrap();
+            }
+
+            /// Timed waits that really sleep in the kernel: on a semaphore
+            /// with no permit, and on a mutex another thread holds. Alone,
+            /// a loop checked against `Instant`;
+            /// `timed_waits_measure_on_the_monotonic_clock` runs it again
+            /// under strace.
+            #[test]
+            fn timed_waits_sleep_their_full_timeout() {
+                const SHORT: Duration = Duration::from_millis(20);
+                let sem = b::Semaphore::shared(0).unwrap();
+                let m = b::Mutex::shared(0u64).unwrap();
+                show_object(&*sem);
+                show_object(&*m);
+                for _ in 0..5 {
+                    let t = Instant::now();
+                    assert!(!sem.wait_timeout(SHORT).unwrap(), "no permit");
+                    assert!(t.elapsed() >= SHORT);
+                }
+                std::thread::scope(|s| {
+                    let (held, is_held) = std::sync::mpsc::channel();
+                    // Dropped when this closure ends, even by a panic: the
+                    // holder then lets go, and the scope can end.
+                    let (release, released) = std::sync::mpsc::channel::<()>();
+                    let m = &m;
+                    s.spawn(move || {
+                        let g = m.lock().unwrap().into_guard();
+                        held.send(()).unwrap();
+                        let _ = released.recv();
+                        drop(g);
+                    });
+                    is_held.recv().unwrap();
+                    for _ in 0..5 {
+                        let t = Instant::now();
+                        assert!(m.lock_timeout(SHORT).unwrap().is_none(), "held");
+                        assert!(t.elapsed() >= SHORT);
+                    }
+                    drop(release);
+                });
+                assert!(m.lock_timeout(Duration::from_secs(10)).unwrap().is_some());
+            }
+
+            /// The proof that a timed wait cannot be cut short or
+            /// stretched by a step of the wall clock: under strace, every
+            /// futex wait on the semaphore and on the mutex has its timeout
+            /// on `CLOCK_MONOTONIC` (no `FUTEX_CLOCK_REALTIME`).
+            #[test]
+            fn timed_waits_measure_on_the_monotonic_clock() {
+                let test = concat!(
+                    stringify!($module),
+                    "::timed_waits_sleep_their_full_timeout"
+                );
+                let Some((trace, objects)) = futex_trace(test) else {
+                    return;
+                };
+                assert_eq!(objects.len(), 2, "both objects shown");
+                let (waits, realtime) = waits_and_realtime_waits(&trace, &objects);
+                assert!(
+                    waits >= 10,
+                    "only {waits} futex waits on the objects:\n{trace}"
+                );
+                assert!(
+                    realtime.is_empty(),
+                    "waits measured on the wall clock:\n{}",
+                    realtime.join("\n")
+                );
             }
 
             #[test]
@@ -223,16 +413,28 @@ macro_rules! backend_tests {
                 while step.load(Ordering::SeqCst) != 1 {
                     std::thread::yield_now();
                 }
-                let waiter = child(|| match m.lock_timeout(Duration::from_secs(10)) {
-                    Ok(Some(Locked::OwnerDied(mut g))) => {
-                        let _ = g.mark_consistent();
-                        0
+                let waiter = child(|| {
+                    // From here on, the waiter's only sleep is in the lock.
+                    step.store(3, Ordering::SeqCst);
+                    match m.lock_timeout(Duration::from_secs(60)) {
+                        Ok(Some(Locked::OwnerDied(mut g))) => {
+                            let _ = g.mark_consistent();
+                            0
+                        }
+                        Ok(Some(Locked::Acquired(_))) => 4,
+                        Ok(None) => 5,
+                        Err(_) => 6,
                     }
-                    Ok(Some(Locked::Acquired(_))) => 4,
-                    Ok(None) => 5,
-                    Err(_) => 6,
                 });
-                std::thread::sleep(Duration::from_millis(20));
+                while step.load(Ordering::SeqCst) != 3 {
+                    std::thread::yield_now();
+                }
+                // Asleep in the lock: /proc says `S` (sleeping).
+                let asleep = common::procfs::wait_for(waiter.raw(), Duration::from_secs(30), |s| {
+                    s.is_some_and(|s| s.state == 'S')
+                })
+                .unwrap();
+                assert!(asleep.is_ok(), "the waiter never slept: {asleep:?}");
                 step.store(2, Ordering::SeqCst);
                 holder.wait().unwrap();
                 exited_ok(waiter);

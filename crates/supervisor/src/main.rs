@@ -23,7 +23,9 @@
 //!   is due. The three signals are blocked everywhere else and unblocked
 //!   only inside `ppoll`, atomically: a signal that arrives between "check
 //!   the flag" and "go to sleep" cannot be lost. The handlers only set a
-//!   flag (or nothing: SIGCHLD only has to interrupt the wait).
+//!   flag (or nothing: SIGCHLD only has to interrupt the wait). Once every
+//!   worker is stopped, SIGINT and SIGTERM are let in for good: one that
+//!   came during the stop, and waited blocked, still decides the exit status.
 //! - Back-off: restart after 0.2 s, then 0.4, 0.8... (at pace 1), so a worker
 //!   that crashes at once cannot make the supervisor fork in a tight loop.
 //!   A restart limit in a window (Erlang/OTP's intensity and period) then
@@ -142,7 +144,13 @@ const TICK: Duration = Duration::from_secs(1);
 fn main() {
     let args = Args::parse(&SPEC);
     match run(&args) {
-        Ok(Ended::Planned) => {}
+        // A SIGINT or SIGTERM that came after `run` last looked (they are
+        // unblocked by then) still decides the exit status.
+        Ok(Ended::Planned) => {
+            if let Some(sig) = stop_requested() {
+                std::process::exit(128 + sig as i32);
+            }
+        }
         // Asked to stop from outside: exit as a shell reports a process
         // killed by that signal (130 for SIGINT, 143 for SIGTERM).
         Ok(Ended::Signal(sig)) => std::process::exit(128 + sig as i32),
@@ -207,6 +215,14 @@ fn run(args: &Args) -> Result<Ended, Box<dyn Error>> {
     stop_all(&mut slots, ended, pace)?;
     // A stop asked for from outside while the planned stop was under way
     // still decides the exit status: whoever sent it must learn it worked.
+    // Such a signal is still pending, blocked (they are let in only inside
+    // `ppoll`), its handler not run: unblock them, and a pending one is
+    // delivered before `sigprocmask` returns.
+    let mut stop = SigSet::empty();
+    stop.add(Signal::SIGINT);
+    stop.add(Signal::SIGTERM);
+    sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&stop), None)
+        .map_err(|e| format!("sigprocmask: {e}"))?;
     let ended = match (ended, stop_requested()) {
         (Ended::Planned, Some(sig)) => Ended::Signal(sig),
         (ended, _) => ended,

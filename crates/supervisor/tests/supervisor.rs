@@ -269,6 +269,33 @@ fn sigterm_to_the_supervisor_alone_stops_every_worker_gracefully() {
     r.assert_all_gone("supervisor", SETTLE);
 }
 
+/// The race the rule must survive: a SIGTERM that comes while the planned
+/// stop is under way, when the supervisor no longer sleeps in `ppoll` and
+/// keeps the signal blocked. It still decides the exit status.
+#[test]
+fn sigterm_during_the_planned_stop_still_decides_the_exit_status() {
+    // A run counts only if the supervisor was provably alive after the
+    // signal was sent (a zombie has exited: the signal came too late).
+    for _ in 0..5 {
+        let mut r = start();
+        r.expect_line("the demonstration is over", LINE_LIMIT);
+        r.signal(libc::SIGTERM);
+        let alive = common::procfs::stat(r.pid())
+            .expect("read /proc")
+            .is_some_and(|s| !matches!(s.state, 'Z' | 'X'));
+        let status = finish(&mut r);
+        let all = r.stdout();
+        r.assert_all_gone("supervisor", SETTLE);
+        if !alive {
+            eprintln!("the supervisor had exited before the SIGTERM came: again");
+            continue;
+        }
+        assert_eq!(status.code(), Some(143), "{all}");
+        return;
+    }
+    panic!("5 runs ended before the SIGTERM came");
+}
+
 #[test]
 fn ctrl_c_to_the_group_ends_everything_with_130() {
     let mut r = start();
