@@ -56,6 +56,9 @@ fn run_and_check(args: &[&str], workers: usize, permits: i64) -> Outcome {
     let expected = permits.min(workers as i64);
     assert_eq!(most, [expected, permits, workers as i64], "{}", o.stdout);
     assert!(counts.contains(&expected), "{counts:?}");
+    assert!(o
+        .stdout
+        .contains(&format!("never above the {permits} permits")));
     assert!(o.stdout.ends_with("all checks passed\n"));
     assert_nothing_left("process_semaphore", o.pid);
     o
