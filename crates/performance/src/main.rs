@@ -502,14 +502,21 @@ fn pingpong_pipe(n: u64) -> Result<f64, Box<dyn Error>> {
     Ok(us)
 }
 
+/// `mq_timedreceive` takes only a CLOCK_REALTIME deadline, which a step of
+/// the wall clock moves: wait in slices of at most 100 ms until STALL has
+/// really passed on CLOCK_MONOTONIC, so a step costs at most one slice.
 fn timed_receive(q: &nix::mqueue::MqdT, buf: &mut [u8]) -> Result<usize, Box<dyn Error>> {
-    let deadline = nix::sys::time::TimeSpec::from(
-        nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME)?
-            .as_ref()
-            .to_owned(),
-    ) + nix::sys::time::TimeSpec::from(STALL);
+    let end = Instant::now() + STALL;
     let mut prio = 0;
-    Ok(nix::mqueue::mq_timedreceive(q, buf, &mut prio, &deadline)?)
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        let realtime = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME)?;
+        let slice = nix::sys::time::TimeSpec::from(left.min(Duration::from_millis(100)));
+        match nix::mqueue::mq_timedreceive(q, buf, &mut prio, &(realtime + slice)) {
+            Err(nix::errno::Errno::ETIMEDOUT | nix::errno::Errno::EINTR) if !left.is_zero() => {}
+            r => return Ok(r?),
+        }
+    }
 }
 
 fn pingpong_mq(n: u64) -> Result<f64, Box<dyn Error>> {

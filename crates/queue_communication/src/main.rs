@@ -28,7 +28,9 @@
 //!   The length is capped by `/proc/sys/fs/mqueue/msg_max` (10 by default);
 //!   only a process with CAP_SYS_RESOURCE may go past it.
 //! - Every wait has a deadline: `mq_timedsend` and `mq_timedreceive` give up
-//!   with ETIMEDOUT, so a dead peer makes an error, not a hang.
+//!   with ETIMEDOUT, so a dead peer makes an error, not a hang. They take a
+//!   wall-clock deadline, so the lesson waits in 100 ms slices and measures
+//!   the real timeout on CLOCK_MONOTONIC.
 //! - Priorities reorder the queue: the highest waiting message comes out
 //!   first, and within a priority, first in, first out.
 //! - The gate exists only for the lesson: it makes the first full queue
@@ -698,8 +700,15 @@ impl Queue {
     }
 
     /// Send, waiting at most `timeout` for room; `false` if there was none.
+    /// The timeout is measured on `Instant` (CLOCK_MONOTONIC): see `slice_until`.
     fn send_timeout(&self, msg: &[u8], priority: u32, timeout: Duration) -> io::Result<bool> {
-        self.send_until(msg, priority, &deadline(timeout)?)
+        let end = Instant::now() + timeout;
+        while let Some(slice) = slice_until(end) {
+            if self.send_until(msg, priority, &deadline(slice)?)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     // nix 0.32 wraps `mq_timedreceive` but not `mq_timedsend`: libc's here.
@@ -731,19 +740,20 @@ impl Queue {
     /// Receive the oldest message of the highest priority, waiting at most
     /// `timeout`; `None` if none came.
     fn receive_timeout(&self, timeout: Duration) -> io::Result<Option<(Message, u32)>> {
-        let deadline = deadline(timeout)?;
         // The buffer must hold `mq_msgsize` bytes even when the message is
         // shorter, or the receive fails with EMSGSIZE (the seed's C++ bug).
         let mut buf = [0u8; MSG_SIZE];
         let mut priority = 0;
-        loop {
+        let end = Instant::now() + timeout;
+        while let Some(slice) = slice_until(end) {
+            let deadline = deadline(slice)?;
             match mq_timedreceive(self.mqd(), &mut buf, &mut priority, &deadline) {
                 Ok(n) => return Ok(Some((Message::decode(&buf[..n])?, priority))),
-                Err(Errno::ETIMEDOUT) => return Ok(None),
-                Err(Errno::EINTR) => continue,
+                Err(Errno::ETIMEDOUT | Errno::EINTR) => continue,
                 Err(e) => return Err(sys("mq_timedreceive", e)),
             }
         }
+        Ok(None)
     }
 }
 
@@ -755,8 +765,18 @@ impl Drop for Queue {
     }
 }
 
-/// The timed calls take an absolute `CLOCK_REALTIME` time, not a duration
-/// (so a jump of the wall clock lengthens or shortens the wait).
+/// The next wait's length, at most `SLICE`, until the monotonic `end`;
+/// `None` once it has passed. The timed calls take only an absolute
+/// `CLOCK_REALTIME` time, which a step of the wall clock (NTP, a VM's time
+/// sync, `date -s`) moves; waiting in slices and measuring the real timeout
+/// on CLOCK_MONOTONIC means such a step costs at most one slice.
+fn slice_until(end: Instant) -> Option<Duration> {
+    const SLICE: Duration = Duration::from_millis(100);
+    let left = end.checked_duration_since(Instant::now())?;
+    (!left.is_zero()).then(|| left.min(SLICE))
+}
+
+/// CLOCK_REALTIME now, the clock the timed calls take their deadline on.
 fn now() -> io::Result<TimeSpec> {
     clock_gettime(ClockId::CLOCK_REALTIME).map_err(|e| sys("clock_gettime", e))
 }
