@@ -512,6 +512,19 @@ fn supervise(slots: &mut [Slot], policy: &Policy, mask: &SigSet) -> Result<Ended
                 changed = true;
             }
         }
+        // It never hangs, even when restarting is broken: a worker still
+        // down long after its back-off ended is an error, not a wait.
+        for slot in slots.iter() {
+            if let State::Waiting { until, .. } = slot.state {
+                if now > until + SYSTEM_TIMEOUT {
+                    return Err(format!(
+                        "worker {} is still down {:?} after its back-off ended: it was never restarted",
+                        slot.number, SYSTEM_TIMEOUT
+                    )
+                    .into());
+                }
+            }
+        }
         // Back to full strength? Ask /proc, not our own bookkeeping.
         let waiting = slots
             .iter()
