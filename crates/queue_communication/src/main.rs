@@ -225,8 +225,13 @@ fn run(args: &Args, capacity: usize, msg_max: usize) -> Result<(), Box<dyn Error
     let queue = Queue::create(&name, plan.capacity)?;
     mq_unlink(name.as_str()).map_err(|e| sys("mq_unlink", e))?;
     let attr = queue.attr()?;
+    // Check what was made, not what was asked for: private means 0600.
+    let mode = queue.mode()?;
+    if mode != 0o600 {
+        return Err(format!("{name} was created with mode {mode:04o}, not 0600").into());
+    }
     say!(
-        "created {name} (mq_maxmsg {}, mq_msgsize {}, mode 0600) and unlinked it before forking anyone",
+        "created {name} (mq_maxmsg {}, mq_msgsize {}, mode {mode:04o}, says fstat) and unlinked it before forking anyone",
         attr.maxmsg(),
         attr.msgsize()
     );
@@ -678,6 +683,18 @@ impl Queue {
         let mqd = mq_open(name, flags, Mode::S_IRUSR | Mode::S_IWUSR, Some(&attr))
             .map_err(|e| sys("mq_open", e))?;
         Ok(Queue { mqd: Some(mqd) })
+    }
+
+    /// The permission bits of the queue as the kernel has it: a queue
+    /// descriptor is a file descriptor on Linux, so `fstat` answers.
+    fn mode(&self) -> io::Result<u32> {
+        // SAFETY: an all-zero `stat` is a valid out-buffer for fstat.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: the descriptor is open while `self` lives; `st` is valid.
+        if unsafe { libc::fstat(self.mqd().as_raw_fd(), &mut st) } != 0 {
+            return Err(sys("fstat", Errno::last()));
+        }
+        Ok(st.st_mode & 0o7777)
     }
 
     fn mqd(&self) -> &MqdT {
