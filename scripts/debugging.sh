@@ -5,8 +5,9 @@
 #                 (the parent reaps it), with each line tagged by its PID.
 #              2. `gdb` with `follow-fork-mode child` and `detach-on-fork on`
 #                 stops at a breakpoint that only a forked child reaches
-#                 (common::fork::child_exit), in the child's PID, not the
-#                 parent's.
+#                 here (`_exit`, where the zombie lesson's child leaves; the
+#                 parent, detached at the fork, is no longer traced), in the
+#                 child's PID, not the parent's.
 #              Exits non-zero if either part did not show what it says.
 # Usage: scripts/debugging.sh
 #   Installs strace and gdb with apt-get when missing and run as root.
@@ -54,9 +55,7 @@ echo "  Its _exit() is this call; '+++ exited with 42 +++' is strace saying it i
 echo "- '--- SIGCHLD {... si_pid=$child, si_status=42 ...} ---': the kernel tells the"
 echo "  parent. Until the parent reaps it, the child is a zombie."
 echo "- '$tracee wait4($child, [{WIFEXITED(s) && WEXITSTATUS(s) == 42}], 0, NULL) = $child':"
-echo "  waitpid() is wait4; it collects the status and frees the zombie. Later,"
-echo "  wait4(-1, ..., WNOHANG) = -1 ECHILD is the SIGCHLD handler finding no more"
-echo "  children, and the last wait4 fails with ECHILD because SIGCHLD is ignored."
+echo "  waitpid() is wait4; it collects the status and frees the zombie."
 # strace pads the PID to five columns: "4242  exit_group(42)".
 grep -qE "^$child +exit_group\(42\)" "$work/strace.log" ||
     fail "strace did not show the child $child calling exit_group(42)"
@@ -66,8 +65,9 @@ echo "strace: parent $tracee forked $child, $child called exit_group(42), $trace
 
 echo
 echo "==== 2. gdb: stop inside a forked child ===="
-# common::fork::child_exit is where every forked child leaves (with _exit);
-# the parent never calls it, so a breakpoint there is hit only in a child.
+# The child leaves with _exit(42). gdb follows the child at the fork and
+# lets the parent go, so the first _exit it sees is the child's. The
+# breakpoint is pending until libc is loaded.
 gdb_args=(
     -nx -q --batch
     -iex 'set auto-load python-scripts off'
@@ -76,7 +76,8 @@ gdb_args=(
     -ex 'set disable-randomization off'
     -ex 'set follow-fork-mode child'
     -ex 'set detach-on-fork on'
-    -ex 'break common::fork::child_exit'
+    -ex 'set breakpoint pending on'
+    -ex 'break _exit'
     -ex 'run'
     -ex 'info inferiors'
     -ex 'backtrace 6'
@@ -84,7 +85,7 @@ gdb_args=(
     -ex 'continue'
 )
 echo "\$ gdb --batch -ex 'set follow-fork-mode child' -ex 'set detach-on-fork on' \\"
-echo "      -ex 'break common::fork::child_exit' -ex run -ex 'info inferiors' -ex 'backtrace 6' \\"
+echo "      -ex 'break _exit' -ex run -ex 'info inferiors' -ex 'backtrace 6' \\"
 echo "      -ex 'info proc status' -ex continue --args $bin --pace 0"
 LESSON_PACE=0 timeout 60 gdb "${gdb_args[@]}" --args "$bin" --pace 0 >"$work/gdb.out" 2>&1 ||
     fail "gdb failed: $(cat "$work/gdb.out")"
@@ -92,7 +93,7 @@ parent=$(sed -n 's/^\[Detaching after fork from parent process \([0-9]*\)\]$/\1/
 # The parent that gdb detached from runs on by itself: until it is done, the
 # exit trap stops it (it is not our child: the trap cannot wait for it).
 lesson_pid=$parent
-hit=$(grep -m1 'hit Breakpoint 1, common::fork::child_exit' "$work/gdb.out" || true)
+hit=$(grep -m1 -E 'Breakpoint 1[.0-9]*, .*_exit' "$work/gdb.out" || true)
 stopped=$(sed -n 's/^process \([0-9]*\)$/\1/p' "$work/gdb.out" | head -1)
 ppid=$(sed -n 's/^PPid:[[:space:]]*\([0-9]*\)$/\1/p' "$work/gdb.out" | head -1)
 state=$(sed -n 's/^State:[[:space:]]*//p' "$work/gdb.out" | head -1)
@@ -104,11 +105,11 @@ echo "- 'Attaching after ... fork to child process $stopped', 'Detaching after f
 echo "  parent process $parent': with follow-fork-mode child, gdb follows the child at the"
 echo "  fork; with detach-on-fork on, it lets the parent run on untraced."
 echo "  (detach-on-fork off would keep both under gdb: 'info inferiors', 'inferior 1'.)"
-echo "- 'hit Breakpoint 1, common::fork::child_exit (code=42)': the child is stopped"
-echo "  just before it leaves; the backtrace shows it came from spawn in zombie::run."
+echo "- 'hit Breakpoint 1.1, __GI__exit (status=42)' (glibc's _exit): the child is stopped just before it leaves;"
+echo "  the backtrace shows it came from zombie::run, the ForkResult::Child arm."
 echo "- 'info proc status' is /proc/$stopped/status: Pid $stopped, PPid $parent (the lesson's"
 echo "  parent), State '$state' (stopped by the tracer), TracerPid = gdb."
-[[ -n $hit ]] || fail "gdb did not report the breakpoint in common::fork::child_exit"
+[[ -n $hit ]] || fail "gdb did not report the breakpoint in _exit"
 [[ $parent =~ ^[0-9]+$ && $stopped =~ ^[0-9]+$ ]] || fail "gdb did not name the parent and the child"
 [[ $stopped != "$parent" ]] || fail "the breakpoint was hit in the parent ($parent)"
 [[ $ppid == "$parent" ]] || fail "the stopped process $stopped has parent $ppid, not $parent"
