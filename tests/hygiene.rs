@@ -164,7 +164,11 @@ fn parent_killed(name: &str) {
     assert!(reach(&mut r, &middle), "{name} ended before its middle");
     r.signal(libc::SIGKILL);
     let status = r.wait_within(WITHIN);
-    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "{name}: exit status {status:?}, not SIGKILL (sent after {middle:?})"
+    );
     // The orphan lesson's orphan outlives its parent by design, for a
     // bounded time.
     let limit = if name == "orphan" || name.starts_with("orphan_") {

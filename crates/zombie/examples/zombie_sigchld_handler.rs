@@ -9,7 +9,8 @@
 //! the first child killed by a signal, leaves zombies behind, and this
 //! program says so and fails.
 //!
-//! What to observe: "3 children reaped in 1 handler run", with each status.
+//! What to observe: the three `Z` entries in `ps` during the pause (2 s at
+//! pace 1), then "3 children reaped in 1 handler run", with each status.
 //!
 //! ```text
 //! cargo run -p zombie --example zombie_sigchld_handler
@@ -59,14 +60,14 @@ extern "C" fn reap_children(_: std::ffi::c_int) {
 }
 
 fn main() {
-    let _args = Args::parse();
-    if let Err(e) = run() {
+    let args = Args::parse();
+    if let Err(e) = run(args.pace) {
         warn!("error: {e}");
         std::process::exit(1);
     }
 }
 
-fn run() -> Result<(), Box<dyn Error>> {
+fn run(pace: common::Pace) -> Result<(), Box<dyn Error>> {
     // SA_NOCLDSTOP: no SIGCHLD when a child is merely stopped.
     let action = SigAction::new(
         SigHandler::Handler(reap_children),
@@ -114,7 +115,13 @@ fn run() -> Result<(), Box<dyn Error>> {
             return Err(format!("child {child} never became a zombie").into());
         }
     }
-    say!("all {CHILDREN} are zombies (state Z); unblocking SIGCHLD");
+    say!(
+        "all {CHILDREN} are zombies (state Z): ps -o pid,stat,cmd --ppid {}",
+        std::process::id()
+    );
+    // A pause for a human watching; the checks above and below do not rest on it.
+    pace.sleep(2.0);
+    say!("unblocking SIGCHLD");
     // The pending SIGCHLD is delivered before this call returns.
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&chld), None)?;
 
