@@ -61,16 +61,18 @@ fn shape(line: &str) -> String {
 }
 
 /// Where a lesson pauses longest: the line it prints before its longest
-/// quiet stretch between two lines, measured on a run at pace 0.1 (the
-/// pauses scale with the pace, so the longest one at pace 1 comes after
-/// the same line). Signalling right after that line lands in the middle of
-/// the lesson's work, not after its end. Cached per lesson.
+/// quiet stretch between two lines, measured on a run at pace 1, the pace
+/// the signal tests run at. Signalling right after that line lands in the
+/// middle of the lesson's work, not after its end. (A run at a smaller pace
+/// is quicker but misleads: a wait the pace does not scale, such as a final
+/// 0.2 s receive timeout, then stands out as the longest and is followed by
+/// the lesson's exit.) Cached per lesson.
 ///
-/// The line is found again by its shape, not only by its number: a run at
-/// another pace can print a line more or fewer (a retry, a check that found
-/// a worker dead meanwhile) or interleave its processes' lines otherwise, so
-/// the same count could land later, up to after the lesson's last line,
-/// where it may already have exited. Whichever of the two comes first.
+/// The line is found again by its shape, not only by its number: another
+/// run can print a line more or fewer (a retry, a check that found a worker
+/// dead meanwhile) or interleave its processes' lines otherwise, so the
+/// same count could land later, up to after the lesson's last line, where
+/// it may already have exited. Whichever of the two comes first.
 fn pause_point(name: &str) -> Pause {
     static CACHE: Mutex<Vec<(String, Pause)>> = Mutex::new(Vec::new());
     if let Some((_, p)) = CACHE
@@ -81,13 +83,13 @@ fn pause_point(name: &str) -> Pause {
     {
         return p.clone();
     }
-    let mut r = start(name, "0.1");
+    let mut r = start(name, "1");
     let mut times = Vec::new();
     while r.next_line(Duration::from_secs(120)).is_some() {
         times.push(Instant::now());
     }
     let status = r.wait_within(WITHIN);
-    assert!(status.success(), "{name} at pace 0.1: {status:?}");
+    assert!(status.success(), "{name} at pace 1: {status:?}");
     r.assert_all_gone(name, WITHIN);
     // Between two lines only: after the last one the lesson is ending.
     let longest = times
