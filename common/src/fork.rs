@@ -107,7 +107,9 @@ impl Fork {
     ///
     /// # Safety
     /// If the process has other threads, `f` may only make
-    /// async-signal-safe calls (no allocation, no locks, no printing).
+    /// async-signal-safe calls (no allocation, no locks, no printing). The
+    /// child leaves with `_exit` without flushing stdout, whose lock another
+    /// thread may have held at the fork.
     pub unsafe fn run_unchecked<R: ChildResult>(self, f: impl FnOnce() -> R) -> io::Result<Child> {
         // SAFETY: passed on to the caller; the child does not touch the role
         // (a lock and an allocation) here.
@@ -137,7 +139,13 @@ impl Fork {
                     out::set_role(&self.role);
                 }
                 let code = catch_unwind(AssertUnwindSafe(|| f().exit_code())).unwrap_or(101);
-                child_exit(code)
+                if named {
+                    child_exit(code)
+                }
+                // Another thread may have held stdout's lock at the fork:
+                // flushing here could block forever, so leave at once.
+                // SAFETY: `_exit` is async-signal-safe and never returns.
+                unsafe { libc::_exit(code) }
             }
             ForkResult::Parent { child } => Ok(Child {
                 pid: child,

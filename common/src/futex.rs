@@ -44,8 +44,10 @@ use crate::Locked;
 const SPINS: u32 = 100;
 
 /// Sleep on the futex word `word` while it still holds `expected`, at most
-/// `timeout`. Without `FUTEX_PRIVATE`, so waiters in other processes that
-/// map the same page share the queue.
+/// `timeout`. Without `FUTEX_PRIVATE`, so the kernel keys the wait by the
+/// object behind the mapping and the word's offset in it, not by the
+/// address: waiters in other processes that map the same shared memory,
+/// at any address, share the queue.
 fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> io::Result<()> {
     let ts = timeout.map(|d| rustix::fs::Timespec {
         tv_sec: d.as_secs().min(i64::MAX as u64) as i64,

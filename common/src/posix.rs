@@ -154,9 +154,11 @@ impl Drop for Semaphore {
 /// A mutex shared between processes, protecting a `T`: a pthread mutex with
 /// `PTHREAD_PROCESS_SHARED` and `PTHREAD_MUTEX_ROBUST`.
 ///
-/// Robust means the kernel keeps a list of the robust mutexes each thread
-/// holds; when the thread dies, the kernel marks them, and the next
-/// `pthread_mutex_lock` returns `EOWNERDEAD` instead of blocking forever.
+/// Robust means glibc keeps, in each thread's own memory, a list of the
+/// robust mutexes the thread holds, and tells the kernel only where its head
+/// is (`set_robust_list`). When the thread dies, the kernel walks that list
+/// and marks each mutex as owner-dead, so the next `pthread_mutex_lock`
+/// returns `EOWNERDEAD` instead of blocking forever (robust_list(2)).
 #[repr(C)]
 pub struct Mutex<T> {
     raw: UnsafeCell<libc::pthread_mutex_t>,

@@ -25,8 +25,9 @@
 //!   before it bumps the round, so a worker that races ahead into the next
 //!   phase counts afresh, while a slow waker still sees that its round ended.
 //! - Waiters sleep in the kernel with `futex(FUTEX_WAIT)` on the round word.
-//!   Without `FUTEX_PRIVATE_FLAG` the kernel keys the wait by the physical
-//!   page, so every process that maps the barrier shares one wait queue.
+//!   Without `FUTEX_PRIVATE_FLAG` the kernel keys the wait by the shared
+//!   object behind the mapping and the offset in it, so every process that
+//!   maps the barrier, at any address, shares one wait queue.
 //! - A barrier cannot know that a party died. `pthread_barrier_wait` has no
 //!   timeout and would wait forever; only a timed wait that breaks the
 //!   barrier for everyone turns a dead peer into an error.
