@@ -49,7 +49,7 @@ echo "- '$tracee clone(child_stack=NULL, flags=...|SIGCHLD, ...) = $child': fork
 echo "  (nix, glibc) is the clone system call. It returns twice: the child's PID ($child)"
 echo "  in the parent, as shown, and 0 in the child. SIGCHLD in the flags is the"
 echo "  signal the parent gets when the child ends. A new thread would be a clone"
-echo "  with CLONE_VM|CLONE_THREAD instead."
+echo "  (clone3 with glibc 2.34 and later) with CLONE_VM|CLONE_THREAD instead."
 echo "- '$child exit_group(42)': the child ends every thread it has, with status 42."
 echo "  Its _exit() is this call; '+++ exited with 42 +++' is strace saying it is gone."
 echo "- '--- SIGCHLD {... si_pid=$child, si_status=42 ...} ---': the kernel tells the"

@@ -69,7 +69,8 @@
 //!   (`read_to_end`), and watch the lesson hang in `ps` (state S) until
 //!   you kill it.
 //! - Drop `dies_with_me` from `spawn_piped`, run the lesson, and during
-//!   part 3 `kill -9` it: the `sleep 600` stays, adopted by init.
+//!   part 3 `kill -9` it: the `sleep 600` stays, adopted by init or by
+//!   the nearest subreaper (a `systemd --user`, a container's init).
 //! - Change the user's file name to `x$(echo INJECTED)` or `` x`id` ``.
 //!
 //! See also: `pipe_communication` (pipes between forked processes),

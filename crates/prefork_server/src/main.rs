@@ -54,8 +54,8 @@
 //!   sockets of the same effective user may share the port, so another user
 //!   cannot take over the connections. Closing one of these sockets resets the
 //!   connections still waiting in its own queue (unless
-//!   `net.ipv4.tcp_migrate_req` is 1). With a shared socket, the other
-//!   workers still accept those connections.
+//!   `net.ipv4.tcp_migrate_req`, Linux 5.14 and later, is 1). With a shared
+//!   socket, the other workers still accept those connections.
 //! - Graceful shutdown. Each worker blocks SIGTERM and reads it from a
 //!   `signalfd` in the same `poll` as the listening socket. There is no
 //!   handler, and no race between checking a flag and going to sleep. A
