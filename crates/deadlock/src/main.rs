@@ -12,8 +12,11 @@
 //!
 //! Part 2, fix 1, one global lock order: both workers take A before B,
 //! whatever order their code asks for them in. A cycle of waits needs someone
-//! who holds B and waits for A, and now nobody does. Both take the two locks
-//! `--rounds` times and finish.
+//! who holds B and waits for A, and now nobody does. The first round is
+//! forced into part 1's interleaving (each holds its first lock before it
+//! asks for its second, or waits at the one the other holds), so a fix that
+//! still takes opposite orders deadlocks on every run, and the lesson says
+//! so and fails. Both take the two locks `--rounds` times and finish.
 //!
 //! Part 3, fix 2, try-lock with back-off: the workers keep their opposite
 //! orders but take the second lock with `try_lock`; when it is taken, they
@@ -143,14 +146,17 @@ fn run(args: &Args) -> Result<(), Box<dyn Error>> {
     say!("lock back end: {}", common::BACKEND);
     deadlock(args)?;
     let rounds = args.int("rounds");
+    let timeout = Duration::from_secs_f64(args.float("timeout"));
     fix(
         "fix 1: one global lock order (A before B, always)",
         rounds,
+        timeout,
         in_global_order,
     )?;
     let backoffs = fix(
         "fix 2: try-lock with back-off (opposite orders, as in part 1)",
         rounds,
+        timeout,
         with_back_off,
     )?;
     if backoffs == 0 {
@@ -281,13 +287,19 @@ fn hold_and_wait(
 /// What a worker of the fixes does: take both locks `rounds` times, one
 /// lock first, the other second, and say how often it backed off.
 type Strategy =
-    fn(u64, (&str, &Mutex<u64>), (&str, &Mutex<u64>), &Start) -> Result<u64, Box<dyn Error>>;
+    fn(usize, u64, (&str, &Mutex<u64>), (&str, &Mutex<u64>), &Start) -> Result<u64, Box<dyn Error>>;
 
 /// A start line for the two workers of a fix, and their back-offs.
 #[derive(Default)]
 struct Start {
     ready: AtomicU32,
     backoffs: AtomicU64,
+    /// Per worker: the first letter of the lock it is asking for first.
+    asking: [AtomicU32; 2],
+    /// Per worker: it holds its first lock.
+    holding: [AtomicBool; 2],
+    /// How long a worker waits for its second lock in a forced round.
+    timeout: Duration,
 }
 
 impl Start {
@@ -302,19 +314,27 @@ impl Start {
 
 /// Run one fix: worker 1 asks for A then B, worker 2 for B then A, as in
 /// part 1; `strategy` decides what they do with that. Returns the back-offs.
-fn fix(title: &str, rounds: u64, strategy: Strategy) -> Result<u64, Box<dyn Error>> {
+fn fix(
+    title: &str,
+    rounds: u64,
+    timeout: Duration,
+    strategy: Strategy,
+) -> Result<u64, Box<dyn Error>> {
     say!("{title}");
     let a = Mutex::shared(0u64)?;
     let b = Mutex::shared(0u64)?;
-    let start = Shared::new(Start::default())?;
-    let run_worker = |first, second| {
-        strategy(rounds, first, second, &start).map(|backoffs| {
+    let start = Shared::new(Start {
+        timeout,
+        ..Start::default()
+    })?;
+    let run_worker = |me, first, second| {
+        strategy(me, rounds, first, second, &start).map(|backoffs| {
             start.backoffs.fetch_add(backoffs, Ordering::SeqCst);
         })
     };
     let mut workers = [
-        spawn("worker 1", || run_worker(("A", &a), ("B", &b)))?,
-        spawn("worker 2", || run_worker(("B", &b), ("A", &a)))?,
+        spawn("worker 1", || run_worker(0, ("A", &a), ("B", &b)))?,
+        spawn("worker 2", || run_worker(1, ("B", &b), ("A", &a)))?,
     ];
     // A generous limit: a millisecond per round on top of the floor.
     reap_both(&mut workers, SAFETY + Duration::from_millis(rounds))?;
@@ -335,6 +355,7 @@ fn fix(title: &str, rounds: u64, strategy: Strategy) -> Result<u64, Box<dyn Erro
 /// Fix 1: take the locks in one global order (here: by name), whatever
 /// order the caller asks for them in. Nobody holds B while waiting for A.
 fn in_global_order(
+    me: usize,
     rounds: u64,
     x: (&str, &Mutex<u64>),
     y: (&str, &Mutex<u64>),
@@ -347,7 +368,32 @@ fn in_global_order(
         y.0
     );
     start.meet()?;
-    for _ in 0..rounds {
+    // Round 1 is forced into part 1's interleaving: holding its first lock,
+    // each worker waits until the other holds its first lock too, or waits
+    // for the one this worker holds. Were the orders opposite, both would
+    // now hold one lock and ask for the other, on every run, and the timed
+    // wait below would report it. In one order the cycle cannot close: the
+    // other worker is stuck at its first lock, the one this worker holds.
+    let letter = |name: &str| u32::from(name.as_bytes()[0]);
+    start.asking[me].store(letter(first_name), Ordering::SeqCst);
+    let mut g1 = lock(first, first_name)?;
+    start.holding[me].store(true, Ordering::SeqCst);
+    wait_until(
+        "the other worker to hold its first lock or wait for mine",
+        || {
+            start.holding[1 - me].load(Ordering::SeqCst)
+                || start.asking[1 - me].load(Ordering::SeqCst) == letter(first_name)
+        },
+    )?;
+    let mut g2 = second.lock_within(start.timeout).map_err(|e| {
+        format!(
+            "holding {first_name}, no {second_name} within {:.1} s ({e}): the fix deadlocks",
+            start.timeout.as_secs_f64()
+        )
+    })?;
+    (*g1, *g2) = (*g1 + 1, *g2 + 1);
+    drop((g1, g2));
+    for _ in 1..rounds {
         let mut g1 = lock(first, first_name)?;
         let mut g2 = lock(second, second_name)?;
         *g1 += 1;
@@ -361,6 +407,7 @@ fn in_global_order(
 /// the first, wait a random moment, and start over. Nobody waits while
 /// holding a lock.
 fn with_back_off(
+    _me: usize,
     rounds: u64,
     (first_name, first): (&str, &Mutex<u64>),
     (second_name, second): (&str, &Mutex<u64>),
