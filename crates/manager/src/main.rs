@@ -575,6 +575,15 @@ fn start_server(
     verbose: bool,
 ) -> Result<(PrivateDir, PathBuf, Child), Box<dyn Error>> {
     let dir = PrivateDir::new("manager")?;
+    // Check what mkdir made: the socket's privacy rests on this mode alone.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.path())
+            .map_err(|e| format!("stat {}: {e}", dir.path().display()))?
+            .permissions(),
+    ) & 0o7777;
+    if mode != 0o700 {
+        return Err(format!("{} has mode {mode:04o}, not 0700", dir.path().display()).into());
+    }
     let path = dir.path().join("manager.sock");
     let listener =
         UnixListener::bind(&path).map_err(|e| format!("bind {}: {e}", path.display()))?;

@@ -279,7 +279,19 @@ fn by_name(n: u64, start: i64, pace: Pace) -> Result<(), Box<dyn Error>> {
             done_by: AtomicI32::new(0),
         },
     )?;
-    say!("created {} (mode 0600, exclusive)", path.display());
+    // Check what shm_open made, not only what we asked for.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&path)
+            .map_err(|e| format!("stat {}: {e}", path.display()))?
+            .permissions(),
+    ) & 0o7777;
+    if mode != 0o600 {
+        return Err(format!("{} has mode {mode:04o}, not 0600", path.display()).into());
+    }
+    say!(
+        "created {} (exclusive; mode {mode:04o}, says stat)",
+        path.display()
+    );
 
     // Unlike a forked child, a program started with Command is not killed
     // when we die, and it inherits our signal mask (the mask survives fork
