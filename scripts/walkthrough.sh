@@ -24,13 +24,13 @@ enter_repo
 # crate|extra arguments|what to watch
 lessons=(
     "basic_process||the child's PID and PPID, and a variable the child changed that the parent still sees unchanged"
-    "multiple_processes||children reaped in the order they finish; a child seen running, sleeping, stopped and a zombie; the overrunning child killed by SIGKILL"
+    "multiple_processes||all workers alive at once, then reaped in the order they finish, each with its exit code (examples: a child seen R, S, T, S, Z; an overrunning child killed by SIGKILL; a lock held by another thread staying locked in a forked child)"
     "zombie||the child in state Z while the parent does not reap it, then exit code 42 (examples: no zombie with a SIGCHLD handler or SIG_IGN)"
     "orphan||the child's parent PID changing when its parent exits, and who adopted it"
     "pipe_communication||no end-of-file while a write end stays open; framed messages; EPIPE; sent and received checksums equal"
     "queue_communication||producers waiting on a full queue; every item consumed exactly once, in order per producer"
     "shared_value||the value back at its start after locked increments and decrements; a named segment found by an unrelated process"
-    "shared_array||updates lost without a lock; no torn array seen by the reader with one"
+    "shared_array||updates lost without a lock (counted; a run may lose none), the count exact with one (example: a reader never sees a torn array under the lock; with --split it does, yet the array ends exact)"
     "manager||the server's PID and its thread per connection; the socket file gone before the first line; every client's item exactly once; the server exiting on Shutdown"
     "process_lock||an exact count; torn lines without the lock, none with it; a lock whose holder was killed, recovered"
     "process_semaphore||never more than 3 holders at once, and 3 reached"
