@@ -7,8 +7,9 @@
 #   PACE scales the lesson's pauses (default: $LESSON_PACE or 0.3: the
 #   family stays together for 3 s, then the orphan lives on for 3 s; below
 #   0.05 it is raised to 0.05, so that ps has time to look). --subreaper
-#   makes the lesson's main process the adopter. Run from anywhere inside
-#   the repository.
+#   runs the example orphan_subreaper instead, whose main process makes
+#   itself a subreaper and adopts the orphan. Run from anywhere inside the
+#   repository.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -19,10 +20,10 @@ usage() {
 }
 
 pace=$(lesson_pace 0.3)
-lesson_args=()
+subreaper=
 for arg in "$@"; do
     case $arg in
-        --subreaper) lesson_args+=(--subreaper) ;;
+        --subreaper) subreaper=yes ;;
         -*) usage ;;
         *) pace=$arg ;;
     esac
@@ -31,12 +32,22 @@ done
 pace=$(pace_at_least 0.05 "$pace")
 
 enter_repo
-bin=$(lesson_bin orphan)
+if [[ -n $subreaper ]]; then
+    # An example's binary: built with --example, found in examples/.
+    dir=$(lesson_bin_dir debug -p orphan --example orphan_subreaper)
+    bin=$dir/examples/orphan_subreaper
+    if [[ ! -x $bin ]]; then
+        echo "orphan.sh: no example binary $bin" >&2
+        exit 1
+    fi
+else
+    bin=$(lesson_bin orphan)
+fi
 out=$(mktemp)
 remove_at_exit "$out"
 
 # Pauses of 10 s, scaled by the pace: long enough for us to look.
-start_lesson "$bin" --pace "$pace" --parent-stays 10 --orphan-stays 10 ${lesson_args[@]+"${lesson_args[@]}"} >"$out" 2>&1
+start_lesson "$bin" --pace "$pace" --parent-stays 10 --orphan-stays 10 >"$out" 2>&1
 pid=$lesson_pid
 echo "started the orphan lesson as PID $pid (pace $pace)"
 

@@ -1,4 +1,4 @@
-//! Runs the orphan lesson and checks what it claims, from outside.
+//! Runs the orphan lesson and its example and checks what they claim, from outside.
 
 use std::os::unix::process::ExitStatusExt;
 
@@ -6,7 +6,7 @@ use nix::sys::signal::Signal;
 
 use testkit::{
     assert_help_and_bad_options, assert_nothing_left, assert_rejected, assert_values_rejected,
-    numbers, run, speaker, Lesson, Outcome, HANG_LIMIT, LINE_LIMIT, SETTLE,
+    example, numbers, run, speaker, Lesson, Outcome, HANG_LIMIT, LINE_LIMIT, SETTLE,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_orphan");
@@ -36,7 +36,7 @@ fn family(o: &Outcome) -> Family {
     assert_eq!(n[0], before, "{change}");
     let adopter_name = change
         .split_once('(')
-        .and_then(|(_, r)| r.split_once(')'))
+        .and_then(|(_, r)| r.rsplit_once(')'))
         .map(|(name, _)| name.to_string())
         .expect("the adopter's name");
     Family {
@@ -49,56 +49,97 @@ fn family(o: &Outcome) -> Family {
     }
 }
 
+/// The index of the first stdout line containing `needle`.
+fn position(o: &Outcome, needle: &str) -> usize {
+    o.stdout
+        .lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no line with {needle:?}:\n{}", o.stdout))
+}
+
+/// Whether `pid` is still a process of the run's process group (the orphan
+/// keeps the lesson's group: running, or a zombie nobody has reaped).
+fn in_group(pid: i32, group: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // After "pid (comm) ": state, ppid, pgrp.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    rest.split_whitespace().nth(2) == Some(&group.to_string())
+}
+
 #[test]
 fn the_orphan_is_adopted_by_someone_else_and_reaped_by_it() {
-    let o = run(BIN, &[]);
-    o.assert_success();
-    let f = family(&o);
-    assert_eq!(
-        f.before,
-        i64::from(f.parent),
-        "first the parent's child: {f:?}"
-    );
-    assert_ne!(f.after, f.before, "then someone else's: {f:?}");
-    assert_ne!(
-        f.after,
-        i64::from(f.grandparent),
-        "not the grandparent's without --subreaper: {f:?}"
-    );
-    assert!(
-        !f.adopter_name.is_empty() && f.adopter_name != "gone",
-        "{f:?}"
-    );
-    // The grandparent's view agrees with the orphan's.
-    let g = o.line_with("reports: its parent was");
-    assert_eq!(speaker(g), Some(("grandparent", f.grandparent)));
-    assert!(
-        g.ends_with(&format!(
-            "was {} and is now {} ({})",
-            f.before, f.after, f.adopter_name
-        )),
-        "{g}"
-    );
-    assert!(o
-        .line_with("fails with ECHILD")
-        .contains(&format!("waitpid({})", f.orphan)));
-    assert!(o.line_with("is gone from /proc").contains(&format!(
-        "orphan {} is gone from /proc: its adopter {} ({}) reaped it",
-        f.orphan, f.after, f.adopter_name
-    )));
-    assert!(o
-        .line_with("reaped the parent")
-        .contains(&format!("{}: exited with 0", f.parent)));
-    assert_nothing_left("orphan", o.pid);
+    for pace in ["0", "0.05"] {
+        let o = run(BIN, &["--pace", pace]);
+        o.assert_success();
+        let f = family(&o);
+        assert_eq!(
+            f.before,
+            i64::from(f.parent),
+            "first the parent's child: {f:?}"
+        );
+        assert_ne!(f.after, f.before, "then someone else's: {f:?}");
+        assert_ne!(
+            f.after,
+            i64::from(f.grandparent),
+            "not the grandparent's, which is no subreaper: {f:?}"
+        );
+        assert!(
+            !f.adopter_name.is_empty() && f.adopter_name != "gone",
+            "{f:?}"
+        );
+        // The grandparent's view agrees with the orphan's.
+        let g = o.line_with("reports: its parent was");
+        assert_eq!(speaker(g), Some(("grandparent", f.grandparent)));
+        assert!(
+            g.ends_with(&format!(
+                "the orphan {} reports: its parent was {} and is now {} ({})",
+                f.orphan, f.before, f.after, f.adopter_name
+            )),
+            "{g}"
+        );
+        assert!(o
+            .line_with("reaped the parent")
+            .contains(&format!("{}: exited with 0", f.parent)));
+        // The lesson does not return before its orphan has ended.
+        assert!(
+            position(&o, &format!("[orphan {}] exiting", f.orphan))
+                < position(&o, "all checks passed"),
+            "{}",
+            o.stdout
+        );
+        // And the adopter reaps it: no process (not even a zombie) of the
+        // run's group is left.
+        assert_nothing_left("orphan", o.pid);
+        assert!(
+            !in_group(f.orphan, o.pid),
+            "the orphan {} is not reaped",
+            f.orphan
+        );
+    }
 }
 
 #[test]
 fn a_subreaper_grandparent_adopts_and_reaps_the_orphan() {
-    let o = run(BIN, &["--subreaper"]);
+    let bin = example(BIN, "orphan_subreaper");
+    let o = run(&bin, &[]);
     o.assert_success();
     let f = family(&o);
     assert_eq!(f.before, i64::from(f.parent), "{f:?}");
     assert_eq!(f.after, i64::from(f.grandparent), "{f:?}");
+    // While its parent lived, the child was a grandchild: not ours to wait for.
+    let echild = o.line_with("fails with ECHILD");
+    assert_eq!(speaker(echild), Some(("grandparent", o.pid)));
+    assert!(
+        echild.contains(&format!("waitpid({})", f.orphan)),
+        "{echild}"
+    );
+    assert!(
+        position(&o, "fails with ECHILD") < position(&o, "reaped the parent"),
+        "{}",
+        o.stdout
+    );
     assert!(o.line_with("state Z, parent").contains(&format!(
         "/proc/{}/stat: state Z, parent {}",
         f.orphan, o.pid
@@ -109,8 +150,7 @@ fn a_subreaper_grandparent_adopts_and_reaps_the_orphan() {
         reaped.ends_with(&format!("reaped the orphan {}: exited with 7", f.orphan)),
         "{reaped}"
     );
-    assert!(o.lines_with("ECHILD").is_empty());
-    assert_nothing_left("orphan", o.pid);
+    assert_nothing_left("orphan_subreaper", o.pid);
 }
 
 /// SIGKILL the lesson's main process while the orphan is set to live on for
@@ -119,32 +159,39 @@ fn a_subreaper_grandparent_adopts_and_reaps_the_orphan() {
 /// allows.
 #[test]
 fn a_killed_grandparent_leaves_no_orphan_running() {
-    for mode in [&[][..], &["--subreaper"]] {
-        let args = [&["--parent-stays", "0", "--orphan-stays", "60"][..], mode].concat();
-        let mut r = Lesson::start(BIN, &args, "1");
+    for (bin, topic) in [
+        (BIN.to_string(), "orphan"),
+        (example(BIN, "orphan_subreaper"), "orphan_subreaper"),
+    ] {
+        let args = ["--parent-stays", "0", "--orphan-stays", "60"];
+        let mut r = Lesson::start(&bin, &args, "1");
         let line = r
             .wait_for_line(|l| l.contains("living on for 60.0 s"), LINE_LIMIT)
-            .unwrap_or_else(|| panic!("{mode:?}: the orphan never said it lives on"));
+            .unwrap_or_else(|| panic!("{topic}: the orphan never said it lives on"));
         let orphan = speaker(&line).expect("prefixed").1;
         r.signal(Signal::SIGKILL as i32);
         let status = r.wait_within(HANG_LIMIT);
         assert_eq!(status.signal(), Some(Signal::SIGKILL as i32));
-        r.assert_all_gone("orphan", SETTLE);
+        r.assert_all_gone(topic, SETTLE);
         // Every process that held stderr has ended: the read completes.
         let errors = r.stderr(SETTLE);
         assert!(
             errors.contains(&format!(
                 "[orphan {orphan}] the grandparent is gone: leaving early"
             )),
-            "{mode:?}: {errors}"
+            "{topic}: {errors}"
         );
     }
 }
 
 #[test]
 fn help_and_bad_options() {
-    assert_help_and_bad_options(BIN);
-    assert_rejected(BIN, &["--subreaper=yes"], "--subreaper");
-    assert_values_rejected(BIN, "--parent-stays", &["61"]);
-    assert_values_rejected(BIN, "--orphan-stays", &["-1", "soon"]);
+    for bin in [BIN.to_string(), example(BIN, "orphan_subreaper")] {
+        assert_help_and_bad_options(&bin);
+        assert_rejected(&bin, &["--parent-stays", "-1"], "--parent-stays");
+        assert_values_rejected(&bin, "--parent-stays", &["61"]);
+        assert_values_rejected(&bin, "--orphan-stays", &["-1", "soon"]);
+    }
+    // The subreaper is the example's, not an option of the lesson's.
+    assert_rejected(BIN, &["--subreaper"], "--subreaper");
 }
