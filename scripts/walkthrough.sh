@@ -23,7 +23,7 @@ enter_repo
 
 # crate|extra arguments|what to watch
 lessons=(
-    "basic_process||the child's PID and PPID, and a variable the child changed that the parent still sees unchanged"
+    "basic_process||the child's PID and PPID, and a counter the child set to 42 still 1 in the parent (examples: Command starting a fresh child; a shared file offset; a Mutex locked forever in a threaded fork)"
     "multiple_processes||all workers alive at once, then reaped in the order they finish, each with its exit code (examples: a child seen R, S, T, S, Z; an overrunning child killed by SIGKILL; a lock held by another thread staying locked in a forked child)"
     "zombie||the child in state Z while the parent does not reap it, then exit code 42 (examples: no zombie with a SIGCHLD handler or SIG_IGN)"
     "orphan||the child's parent PID changing when its parent exits, and who adopted it (example: a subreaper grandparent reaping its exit code 7)"
