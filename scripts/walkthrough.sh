@@ -29,7 +29,7 @@ lessons=(
     "orphan||the child's parent PID changing when its parent exits, and who adopted it (example: a subreaper grandparent reaping its exit code 7)"
     "pipe_communication||no end-of-file while a write end stays open; framed messages; EPIPE; sent and received checksums equal"
     "queue_communication||producers waiting on a full queue; every item consumed exactly once, in order per producer"
-    "shared_value||the value back at its start after locked increments and decrements; a named segment found by an unrelated process"
+    "shared_value||the value back at its start after locked increments and decrements (examples: fetch_add with no lock; a named /dev/shm object an exec'd child meets, removed at once)"
     "shared_array||updates lost without a lock (counted; a run may lose none), the count exact with one (example: a reader never sees a torn array under the lock; with --split it does, yet the array ends exact)"
     "manager||the server's PID and its thread per connection; the socket file gone before the first line; every client's item exactly once; the server exiting on Shutdown"
     "process_lock||updates lost without the lock, an exact count with it (examples: torn lines without the lock, none with it or in one write; a holder killed, recovered with EOWNERDEAD and pthread_mutex_consistent; an unrepaired lock, ENOTRECOVERABLE)"
