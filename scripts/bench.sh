@@ -21,7 +21,7 @@ fi
 reps=${1:-3}
 enter_repo
 reference=${REFERENCE_BENCH:-$lesson_root/../shared/bench/run.sh}
-bin_dir=$(lesson_bin_dir release -p performance -p process_pool -p process_barrier -p manager)
+bin_dir=$(lesson_bin_dir release -p performance -p process_pool -p process_barrier -p manager --bins --examples)
 
 raw=$(mktemp)
 remove_at_exit "$raw"
@@ -30,7 +30,7 @@ status=0
 # One round of every Rust figure, appended to $raw.
 ours() {
     local cmd
-    for cmd in "performance --tsv" "process_pool --bench" "process_barrier --bench" "manager --bench"; do
+    for cmd in "performance --tsv" "process_pool --bench" "examples/process_barrier_bench --tsv --rounds 100000" "manager --bench"; do
         # shellcheck disable=SC2086 # $cmd is a binary and its arguments
         if ! timeout 300 "$bin_dir"/$cmd >>"$raw"; then
             printf 'ERROR\t%s\tfailed or timed out\n' "$cmd" >>"$raw"
