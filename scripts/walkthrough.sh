@@ -35,7 +35,7 @@ lessons=(
     "process_lock||updates lost without the lock, an exact count with it (examples: torn lines without the lock, none with it or in one write; a holder killed, recovered with EOWNERDEAD and pthread_mutex_consistent; an unrepaired lock, ENOTRECOVERABLE)"
     "process_semaphore||never more than 3 holders at once, and 3 reached"
     "process_barrier||no worker in phase k+1 before all finished phase k; one last arriver per phase (examples: a worker killed by SIGKILL breaks the barrier, every survivor told through its timed wait; barrier rounds/s between 2 processes)"
-    "deadlock||two children stuck on each other's lock (state S), detected by timeout; both fixes completing"
+    "deadlock||two children stuck on each other's lock (state S), detected by timeout (examples: one global lock order, try-lock with back-off, both completing)"
     "process_pool||the same worker PIDs serving every task, in map and as_completed order; a panic, an abort, a SIGKILL and a hang each failing only their task, the worker replaced; fork per task costing far more per task"
     "performance|--quick|what creating processes and moving bytes cost on this machine"
     "signals||a worker finishing its step after SIGTERM; kill(pid, 0) for a zombie, ESRCH once reaped; three SIGUSR1 read as one from a signalfd; SIGKILL and SIGSTOP refused"

@@ -1,8 +1,8 @@
-//! Runs the deadlock lesson and checks what it claims, from outside.
+//! Runs the deadlock lesson and its examples and checks what they claim, from outside.
 
 use testkit::{
-    assert_help_and_bad_options, assert_nothing_left, assert_values_rejected, numbers, run,
-    speaker, Outcome,
+    assert_help_and_bad_options, assert_nothing_left, assert_values_rejected, example, numbers,
+    run, speaker, Outcome,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_deadlock");
@@ -44,60 +44,93 @@ fn check_deadlock_detected(o: &Outcome, timeout: f64) {
     }
     assert!(!o.stdout.contains("after all"), "{}", o.stdout);
     o.line_with("both workers detected the deadlock");
-}
-
-/// The back-offs fix 2 reports, after checking both fixes completed.
-fn check_fixes(o: &Outcome, rounds: i64) -> i64 {
-    let finished = o.lines_with("both workers finished:");
-    assert_eq!(finished.len(), 2, "{}", o.stdout);
-    for line in &finished {
-        let n = numbers(line.split("finished: ").nth(1).expect("text"));
-        assert_eq!(n[0], 2 * rounds, "{line}");
-    }
-    assert_eq!(
-        o.lines_with(&format!("took A then B {rounds} times")).len(),
-        2,
-        "fix 1: both workers take A first: {}",
-        o.stdout
-    );
-    assert!(o
-        .line_with("] asked for B then A")
-        .ends_with("taking A then B"));
-    let fix2 = numbers(finished[1].split("finished: ").nth(1).expect("text"));
-    assert!(
-        fix2[1] >= 1,
-        "fix 2 backs off at least once: {}",
-        finished[1]
-    );
     assert!(o.stdout.ends_with("all checks passed\n"));
-    fix2[1]
 }
 
 #[test]
-fn the_deadlock_is_detected_by_both_and_both_fixes_complete() {
+fn the_deadlock_is_detected_by_both() {
     let o = run(BIN, &[]);
     o.assert_success();
     check_deadlock_detected(&o, 2.0);
-    check_fixes(&o, 1000);
     assert_nothing_left("deadlock", o.pid);
 }
 
 #[test]
-fn one_round_still_backs_off_and_a_short_timeout_still_detects() {
-    let o = run(BIN, &["--rounds", "1", "--timeout", "0.5"]);
+fn a_short_timeout_still_detects() {
+    let o = run(BIN, &["--timeout", "0.5"]);
     o.assert_success();
     check_deadlock_detected(&o, 0.5);
-    let backoffs = check_fixes(&o, 1);
-    // The set-up conflict of fix 2 costs at least one back-off even in a
-    // single round; the workers print their own share.
-    let shares: i64 = o
-        .lines_with("] took ")
-        .iter()
-        .filter(|l| l.contains("backing off"))
-        .map(|l| numbers(l.split("backing off").nth(1).expect("text"))[0])
-        .sum();
-    assert_eq!(shares, backoffs);
     assert_nothing_left("deadlock", o.pid);
+}
+
+/// Both workers finished `rounds` rounds each, counted under A and under B.
+fn check_finished(o: &Outcome, rounds: i64) -> Vec<i64> {
+    let line = o.line_with("both workers finished:");
+    assert_eq!(speaker(line).expect("prefixed").1, o.pid, "{line}");
+    let n = numbers(line.split("finished: ").nth(1).expect("text"));
+    assert_eq!(n[0], 2 * rounds, "{line}");
+    assert!(o.stdout.ends_with("all checks passed\n"), "{}", o.stdout);
+    n
+}
+
+#[test]
+fn in_one_global_order_both_take_a_first_and_finish() {
+    let bin = example(BIN, "deadlock_lock_order");
+    for rounds in [1000, 1] {
+        let o = run(&bin, &["--rounds", &rounds.to_string()]);
+        o.assert_success();
+        // Whatever order they ask in, both take A then B.
+        let one = pid_of(&o, "] asked for A then B; taking A then B");
+        let two = pid_of(&o, "] asked for B then A; taking A then B");
+        assert_ne!(one, two);
+        let took = o.lines_with(&format!("took A then B {rounds} times"));
+        assert_eq!(took.len(), 2, "{}", o.stdout);
+        // Round 1 was forced: one held both while the other, holding
+        // nothing, was asleep waiting for A; no cycle, no timeout.
+        let holder = pid_of(&o, "] holding A and B, waiting for the parent");
+        let waiter = if holder == one { two } else { one };
+        let seen = o.line_with(&format!(
+            "worker {waiter} waits for A, holding nothing: state S"
+        ));
+        assert!(
+            seen.contains(&format!("worker {holder} holds A and B")),
+            "{seen}"
+        );
+        assert_eq!(speaker(seen).expect("prefixed").1, o.pid, "{seen}");
+        assert!(!o.stdout.contains("the fix deadlocks"), "{}", o.stdout);
+        check_finished(&o, rounds);
+        assert_nothing_left("deadlock_lock_order", o.pid);
+    }
+}
+
+#[test]
+fn with_back_off_both_finish_and_someone_backed_off() {
+    let bin = example(BIN, "deadlock_back_off");
+    for rounds in [1000, 1] {
+        let o = run(&bin, &["--rounds", &rounds.to_string()]);
+        o.assert_success();
+        o.line_with("both workers hold their first lock (A and B)");
+        // The set-up conflict costs at least one back-off even in a single
+        // round; the workers print their own shares, which add up.
+        let backoffs = check_finished(&o, rounds)[1];
+        assert!(backoffs >= 1, "{}", o.stdout);
+        assert!(
+            !o.lines_with("is taken: released").is_empty(),
+            "{}",
+            o.stdout
+        );
+        let shares: i64 = o
+            .lines_with("] took ")
+            .iter()
+            .map(|l| numbers(l.split("backing off").nth(1).expect("text"))[0])
+            .sum();
+        assert_eq!(shares, backoffs, "{}", o.stdout);
+        assert_eq!(
+            o.lines_with(&format!(" {rounds} times, backing off")).len(),
+            2
+        );
+        assert_nothing_left("deadlock_back_off", o.pid);
+    }
 }
 
 #[test]
@@ -105,5 +138,12 @@ fn help_and_bad_options() {
     assert_help_and_bad_options(BIN);
     assert_values_rejected(BIN, "--timeout", &["0.1", "61"]);
     assert_values_rejected(BIN, "--window", &["-1"]);
-    assert_values_rejected(BIN, "--rounds", &["0", "100001"]);
+    let order = example(BIN, "deadlock_lock_order");
+    assert_help_and_bad_options(&order);
+    assert_values_rejected(&order, "--rounds", &["0", "100001"]);
+    assert_values_rejected(&order, "--timeout", &["0.1", "61"]);
+    let back_off = example(BIN, "deadlock_back_off");
+    assert_help_and_bad_options(&back_off);
+    assert_values_rejected(&back_off, "--rounds", &["0", "100001"]);
+    assert_values_rejected(&back_off, "--window", &["-1"]);
 }
