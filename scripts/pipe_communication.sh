@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Description: Run the pipe_communication lesson and watch its pipes from
-#   outside. While part 1 pauses, `ls -l /proc/<pid>/fd` of the lesson and of
+#   outside. While the lesson pauses, `ls -l /proc/<pid>/fd` of the lesson and of
 #   its consumer child both show pipe:[<inode>] with the same inode: one pipe,
 #   an end in each process. /proc/<pid>/fdinfo/<fd> tells which end is which.
 #   Exits non-zero if it never saw a pipe shared by the lesson and a child,
@@ -35,19 +35,23 @@ alive() {
 }
 
 # The pipes process $1 holds, as pipe:[inode], one a line. Descriptors 0-2
-# are skipped: they may be pipes from whoever started this script, shared by
-# every process of the lesson without the lesson making them.
+# are skipped, and so are the pipes this script itself holds: those come
+# from whoever started it, shared by every process of the lesson without the
+# lesson making them.
 pipes_of() {
     local fd link
     for fd in /proc/"$1"/fd/*; do
         if [[ ${fd##*/} =~ ^[0-9]+$ ]] && ((${fd##*/} > 2)); then
-            if link=$(readlink "$fd" 2>/dev/null) && [[ $link == pipe:* ]]; then
+            if link=$(readlink "$fd" 2>/dev/null) && [[ $link == pipe:* ]] &&
+                ! grep -qxF -- "$link" <<<"$inherited"; then
                 echo "$link"
             fi
         fi
     done
     return 0
 }
+inherited=""
+inherited=$(pipes_of $$)
 
 # Each descriptor of process $1 on pipe $2, with the end it is, from the
 # access mode in the flags (octal) of /proc/<pid>/fdinfo/<fd>.

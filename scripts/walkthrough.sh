@@ -27,7 +27,7 @@ lessons=(
     "multiple_processes||all workers alive at once, then reaped in the order they finish, each with its exit code (examples: a child seen R, S, T, S, Z; an overrunning child killed by SIGKILL; a lock held by another thread staying locked in a forked child)"
     "zombie||the child in state Z while the parent does not reap it, then exit code 42 (examples: no zombie with a SIGCHLD handler or SIG_IGN)"
     "orphan||the child's parent PID changing when its parent exits, and who adopted it (example: a subreaper grandparent reaping its exit code 7)"
-    "pipe_communication||no end-of-file while a write end stays open; framed messages; EPIPE; sent and received checksums equal"
+    "pipe_communication||one pipe:[inode] in /proc, the write end in the parent, the read end in the child; counts and checksums equal on both sides (examples: a missing end-of-file caught by a timeout; helloworld from two writes, length-prefixed frames; a two-way exchange checked both ways; EPIPE, then death by SIGPIPE; only pipe() leaking into an exec'd program)"
     "queue_communication||producers waiting on a full queue; every item consumed exactly once, in order per producer"
     "shared_value||the value back at its start after locked increments and decrements (examples: fetch_add with no lock; a named /dev/shm object an exec'd child meets, removed at once)"
     "shared_array||updates lost without a lock (counted; a run may lose none), the count exact with one (example: a reader never sees a torn array under the lock; with --split it does, yet the array ends exact)"
