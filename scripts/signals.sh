@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Description: Watch the signals lesson's signal masks from outside. While
-#              its part 3 waits, /proc/<pid>/status shows SIGUSR1 and
+#              its example signals_signalfd waits, /proc/<pid>/status shows SIGUSR1 and
 #              SIGCHLD blocked (SigBlk), SIGPIPE ignored (SigIgn) and
 #              SIGCHLD caught (SigCgt), as hex masks where bit n-1 stands
 #              for signal n. The script decodes them, then sends the lesson a
-#              SIGUSR1, which the lesson reads from its signalfd and
+#              SIGUSR1, which the example reads from its signalfd and
 #              attributes to this shell's PID.
 # Usage: scripts/signals.sh [PACE]
 #   PACE (> 0) scales the lesson's pauses (default: $LESSON_PACE or 0.3).
@@ -19,7 +19,13 @@ if [[ $pace =~ ^[0.]*$ ]]; then
     exit 2
 fi
 enter_repo
-bin=$(lesson_bin signals)
+# An example's binary: built with --example, found in examples/.
+dir=$(lesson_bin_dir debug -p signals --example signals_signalfd)
+bin=$dir/examples/signals_signalfd
+if [[ ! -x $bin ]]; then
+    echo "signals.sh: no example binary $bin" >&2
+    exit 1
+fi
 out=$(mktemp)
 remove_at_exit "$out"
 
@@ -49,7 +55,7 @@ decode() {
 # The window is long (100 s at pace 1), but our SIGUSR1 ends it early.
 start_lesson "$bin" --pace "$pace" --window 100 >"$out" 2>&1
 pid=$lesson_pid
-echo "started the signals lesson as PID $pid (pace $pace)"
+echo "started the signals lesson's example signals_signalfd as PID $pid (pace $pace)"
 
 blk=0 ign=0 cgt=0 seen=
 for _ in $(seq 1 1500); do
