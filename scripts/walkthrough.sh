@@ -28,7 +28,7 @@ lessons=(
     "zombie||the child in state Z while the parent does not reap it, then exit code 42 (examples: no zombie with a SIGCHLD handler or SIG_IGN)"
     "orphan||the child's parent PID changing when its parent exits, and who adopted it (example: a subreaper grandparent reaping its exit code 7)"
     "pipe_communication||one pipe:[inode] in /proc, the write end in the parent, the read end in the child; counts and checksums equal on both sides (examples: a missing end-of-file caught by a timeout; helloworld from two writes, length-prefixed frames; a two-way exchange checked both ways; EPIPE, then death by SIGPIPE; only pipe() leaking into an exec'd program)"
-    "queue_communication||producers waiting on a full queue; every item consumed exactly once, in order per producer"
+    "queue_communication||producers waiting on a full queue; every item consumed exactly once, in order per producer (examples: priorities 9, 5, 5, 1; a receive giving up with ETIMEDOUT on an empty queue)"
     "shared_value||the value back at its start after locked increments and decrements (examples: fetch_add with no lock; a named /dev/shm object an exec'd child meets, removed at once)"
     "shared_array||updates lost without a lock (counted; a run may lose none), the count exact with one (example: a reader never sees a torn array under the lock; with --split it does, yet the array ends exact)"
     "manager||the server's PID and its thread per connection; the socket file gone before the first line; every client's item exactly once; the server exiting on Shutdown"
@@ -38,10 +38,10 @@ lessons=(
     "deadlock||two children stuck on each other's lock (state S), detected by timeout (examples: one global lock order, try-lock with back-off, both completing)"
     "process_pool||the same worker PIDs serving every task, in map and as_completed order; a panic, an abort, a SIGKILL and a hang each failing only their task, the worker replaced; fork per task costing far more per task"
     "performance|--quick|what creating processes and moving bytes cost on this machine"
-    "signals||a worker finishing its step after SIGTERM; kill(pid, 0) for a zombie, ESRCH once reaped; three SIGUSR1 read as one from a signalfd; SIGKILL and SIGSTOP refused"
+    "signals||a worker finishing the step SIGTERM came in and saving its results (examples: one without a handler losing them; kill(pid, 0) ok for a live child and a zombie, ESRCH once reaped; three SIGUSR1 read as one from a signalfd; sigaction(SIGKILL) and sigaction(SIGSTOP) refused with EINVAL)"
     "named_pipe||a reader stuck inside open until a writer opens; the FIFO removed once everyone has opened it, still carrying data; records of at most PIPE_BUF bytes from several writers all whole, larger ones cut"
     "exec||a child stuck on a full stderr pipe, then 1 MiB per pipe read with poll; sleep 600 killed at its deadline; INJECTED printed only through sh -c"
-    "supervisor||worker PIDs replaced after each crash with a doubling back-off; the always-crashing worker given up; live workers counted in /proc; a graceful stop with no child left"
+    "supervisor||worker PIDs replaced after each crash with a doubling back-off; the always-crashing worker given up; live workers counted in /proc; a graceful stop with no child left (example: panic, abort and SIGKILL told apart by the wait status)"
     "prefork_server||connections spread across workers sharing one listening socket, then SO_REUSEPORT; every request answered exactly once"
 )
 
