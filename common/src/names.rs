@@ -5,9 +5,10 @@
 //! second copy of the lesson and can be pre-created by another user. Our
 //! names are `/<topic>-<lesson pid>-<random>`, created with `O_EXCL` (fail
 //! rather than open someone else's object) and mode 0600. The PID is the
-//! lesson's main process, remembered by [`crate::opts::Args::parse`], so
-//! every object of one run, whoever creates it, shares one prefix that tests
-//! can look for.
+//! lesson's main process, remembered when its options are parsed (the
+//! `--pace` parser of [`crate::args::Pace`] calls [`remember_lesson_pid`]),
+//! so every object of one run, whoever creates it, shares one prefix that
+//! tests can look for.
 
 use std::fs::DirBuilder;
 use std::io;
