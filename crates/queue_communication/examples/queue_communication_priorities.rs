@@ -43,8 +43,12 @@ fn run(args: &Args) -> Result<(), Box<dyn Error>> {
     let attr = MqAttr::new(0, SENT.len() as _, 4, 0);
     let flags = MQ_OFlag::O_CREAT | MQ_OFlag::O_EXCL | MQ_OFlag::O_RDWR;
     let private = Mode::S_IRUSR | Mode::S_IWUSR;
+    // SIGINT and SIGTERM wait (blocked) while the name exists: a Ctrl-C
+    // cannot end us between the two calls and leave it in /dev/mqueue.
+    let held = common::signals::Hold::new()?;
     let mq = mq_open(name.as_str(), flags, private, Some(&attr)).map_err(sys("mq_open"))?;
     mq_unlink(name.as_str()).map_err(sys("mq_unlink"))?;
+    drop(held);
     let fd = mq.as_raw_fd();
     for (i, (label, priority)) in SENT.iter().enumerate() {
         let bytes = (i as u32).to_ne_bytes();

@@ -43,8 +43,12 @@ fn run(args: &Args) -> Result<(), Box<dyn Error>> {
     let flags = MQ_OFlag::O_CREAT | MQ_OFlag::O_EXCL | MQ_OFlag::O_RDWR;
     let private = Mode::S_IRUSR | Mode::S_IWUSR;
     let attr = MqAttr::new(0, 1, 4, 0);
+    // SIGINT and SIGTERM wait (blocked) while the name exists: a Ctrl-C
+    // cannot end us between the two calls and leave it in /dev/mqueue.
+    let held = common::signals::Hold::new()?;
     let mq = mq_open(name.as_str(), flags, private, Some(&attr)).map_err(sys("mq_open"))?;
     mq_unlink(name.as_str()).map_err(sys("mq_unlink"))?;
+    drop(held);
     match mq_open(name.as_str(), MQ_OFlag::O_RDONLY, Mode::empty(), None) {
         Err(Errno::ENOENT) => {
             say!("the name is gone (mq_open: ENOENT); our descriptor keeps the queue")

@@ -41,9 +41,13 @@ fn run(a: &Args) -> Res {
     let name = names::unique("queue_communication")?;
     let flags = MQ_OFlag::O_CREAT | MQ_OFlag::O_EXCL | MQ_OFlag::O_RDWR;
     let private = Mode::S_IRUSR | Mode::S_IWUSR;
+    // SIGINT and SIGTERM wait (blocked) while the name exists: a Ctrl-C
+    // cannot end us between the two calls and leave it in /dev/mqueue.
+    let held = common::signals::Hold::new()?;
     let mq = mq_open(name.as_str(), flags, private, Some(&attr)).map_err(sys("mq_open"))?;
-    // Gone from /dev/mqueue at once: a crash, even SIGKILL, leaves nothing.
+    // Gone from /dev/mqueue at once: from here on not even SIGKILL leaves it.
     mq_unlink(name.as_str()).map_err(sys("mq_unlink"))?;
+    drop(held);
     let mode = fstat(&mq).map_err(sys("fstat"))?.st_mode & 0o7777;
     if mode != 0o600 {
         return Err(format!("{name} was created with mode {mode:04o}, not 0600").into());
